@@ -1,0 +1,225 @@
+//! Command-line interface: subcommands, their flags, and how results are printed.
+//! Every command prints machine-readable JSON with `--json`; errors are one line on
+//! stderr and a non-zero exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{Config, Device, Overrides};
+use crate::engine::{FaceEngine, largest_face};
+use crate::error::Error;
+use crate::vision::embedder::cosine;
+use crate::vision::geometry::Detection;
+use crate::vision::image_io::load_image;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "facegate",
+    version,
+    about = "Face recognition for door cameras and edge boxes"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/facegate.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder of prepared models (overrides models.dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// Execution provider (overrides inference.device).
+    #[arg(long, global = true, value_enum)]
+    pub device: Option<Device>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Find faces in an image: boxes, scores and five landmarks.
+    Detect { image: PathBuf },
+    /// Find faces and compute each one's 128-d encoding.
+    Embed { image: PathBuf },
+    /// Are the largest faces of two images the same person?
+    Compare { image_a: PathBuf, image_b: PathBuf },
+    /// Check the configuration and report every problem at once.
+    ValidateConfig,
+    /// Time the detector and the embedder on CPU or CUDA.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs go to stderr, warnings and up unless `FACEGATE_LOG` (tracing's filter syntax) says otherwise.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FACEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let overrides = Overrides {
+        models_dir: cli.models.clone(),
+        device: cli.device,
+    };
+    let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+    match &cli.command {
+        Command::ValidateConfig => {
+            print(cli.json, &json!({"valid": true}), || {
+                "configuration is valid".to_string()
+            });
+            Ok(())
+        }
+        Command::Detect { image } => {
+            let mut engine = FaceEngine::load(&cfg)?;
+            let report = analyse(&mut engine, image, false)?;
+            print(cli.json, &report, || report.to_text());
+            Ok(())
+        }
+        Command::Embed { image } => {
+            let mut engine = FaceEngine::load(&cfg)?;
+            let report = analyse(&mut engine, image, true)?;
+            print(cli.json, &report, || report.to_text());
+            Ok(())
+        }
+        Command::Compare { image_a, image_b } => {
+            let mut engine = FaceEngine::load(&cfg)?;
+            let a = largest_embedding(&mut engine, image_a)?;
+            let b = largest_embedding(&mut engine, image_b)?;
+            let similarity = cosine(&a, &b);
+            let threshold = cfg.recognition.threshold;
+            let same = similarity >= threshold;
+            let out = json!({"similarity": similarity, "threshold": threshold, "same": same});
+            print(cli.json, &out, || {
+                let verdict = if same {
+                    "same person"
+                } else {
+                    "different people"
+                };
+                let cmp = if same { "≥" } else { "<" };
+                format!("{verdict}: similarity {similarity:.3} {cmp} threshold {threshold:.3}")
+            });
+            Ok(())
+        }
+        Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
+    }
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FaceReport {
+    #[serde(flatten)]
+    pub detection: Detection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<FaceReport>,
+}
+
+impl ImageReport {
+    fn to_text(&self) -> String {
+        let mut s = format!(
+            "{}: {} face(s) in {}×{}",
+            self.image,
+            self.faces.len(),
+            self.width,
+            self.height
+        );
+        for (i, f) in self.faces.iter().enumerate() {
+            let [x, y, w, h] = f.detection.bbox;
+            s.push_str(&format!(
+                "\n  #{} box {x:.0},{y:.0} {w:.0}×{h:.0}  score {:.3}",
+                i + 1,
+                f.detection.score
+            ));
+            if let Some(e) = &f.embedding {
+                s.push_str(&format!(
+                    "  embedding [{:.3}, {:.3}, … {} values]",
+                    e[0],
+                    e[1],
+                    e.len()
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Detects (and optionally embeds) every face of the image at `path`.
+pub fn analyse(
+    engine: &mut FaceEngine,
+    path: &Path,
+    with_embeddings: bool,
+) -> Result<ImageReport, Error> {
+    let img = load_image(path)?;
+    let faces = engine.detect(&img)?;
+    if faces.is_empty() {
+        return Err(Error::NoFace {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut embeddings = if with_embeddings {
+        engine.embed(&img, &faces)?.into_iter().map(Some).collect()
+    } else {
+        vec![None; faces.len()]
+    };
+    let faces = faces
+        .into_iter()
+        .zip(embeddings.drain(..))
+        .map(|(detection, embedding)| FaceReport {
+            detection,
+            embedding,
+        })
+        .collect();
+    Ok(ImageReport {
+        image: path.display().to_string(),
+        width: img.width(),
+        height: img.height(),
+        faces,
+    })
+}
+
+fn largest_embedding(engine: &mut FaceEngine, path: &Path) -> Result<Vec<f32>, Error> {
+    let img = load_image(path)?;
+    let faces = engine.detect(&img)?;
+    let face = largest_face(&faces)
+        .ok_or_else(|| Error::NoFace {
+            path: path.to_path_buf(),
+        })?
+        .clone();
+    let mut e = engine.embed(&img, std::slice::from_ref(&face))?;
+    Ok(e.remove(0))
+}

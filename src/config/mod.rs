@@ -1,0 +1,287 @@
+//! The configuration: one root made of per-subsystem sections, read from TOML with
+//! `FACEGATE__SECTION__KEY` environment overrides, then validated as a whole so that
+//! every problem is reported at once, each naming its key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/facegate.toml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub inference: InferenceConfig,
+    pub detector: DetectorConfig,
+    pub recognition: RecognitionConfig,
+}
+
+/// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Folder holding the prepared models; relative paths are taken from the working directory.
+    pub dir: PathBuf,
+    /// YuNet detector, relative to `dir` unless absolute.
+    pub detector: PathBuf,
+    /// SFace embedder, relative to `dir` unless absolute.
+    pub embedder: PathBuf,
+    /// ONNX Runtime shared library, relative to `dir` unless absolute.
+    pub runtime_library: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            dir: PathBuf::from("models/prepared"),
+            detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
+            embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
+            runtime_library: PathBuf::from("libonnxruntime.so"),
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn resolve(&self, file: &Path) -> PathBuf {
+        if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            self.dir.join(file)
+        }
+    }
+}
+
+/// Which execution provider runs the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when it registers, otherwise CPU with one warning saying why.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// `auto`, `cpu` or `cuda`.
+    pub device: Device,
+    /// Threads ONNX Runtime uses inside one operator; 0 lets it pick (one per core).
+    pub intra_threads: usize,
+    /// Most faces sent to the embedder in one call.
+    pub embed_batch: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            device: Device::Auto,
+            intra_threads: 0,
+            embed_batch: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Minimum detector score, 0–1, for a face to be kept.
+    pub score_threshold: f32,
+    /// Boxes overlapping a better one by more than this IoU are suppressed.
+    pub nms_threshold: f32,
+    /// Most candidates considered by non-maximum suppression.
+    pub top_k: usize,
+    /// Side of the square model input; the frame is scaled so its long side fits it.
+    pub input_size: u32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            score_threshold: 0.6,
+            nms_threshold: 0.3,
+            top_k: 5000,
+            input_size: 640,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecognitionConfig {
+    /// Cosine similarity at or above which two faces are the same person (OpenCV's SFace
+    /// threshold on LFW is 0.363).
+    pub threshold: f32,
+}
+
+impl Default for RecognitionConfig {
+    fn default() -> Self {
+        RecognitionConfig { threshold: 0.363 }
+    }
+}
+
+/// Settings given on the command line, which win over the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub models_dir: Option<PathBuf>,
+    pub device: Option<Device>,
+}
+
+impl Config {
+    /// Reads `file` (or [`DEFAULT_CONFIG_PATH`] when it exists), applies environment and
+    /// command-line overrides, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Error> {
+        let mut builder = config::Config::builder();
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(Error::Config(vec![format!(
+                        "{}: no such configuration file",
+                        path.display()
+                    )]));
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    config::File::new(DEFAULT_CONFIG_PATH, config::FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("FACEGATE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| Error::Config(vec![e.to_string()]))?;
+        let mut cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| Error::Config(vec![e.to_string()]))?;
+        if let Some(dir) = &overrides.models_dir {
+            cfg.models.dir = dir.clone();
+        }
+        if let Some(device) = overrides.device {
+            cfg.inference.device = device;
+        }
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    /// Every problem with the values, each prefixed by its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        if !unit(self.detector.score_threshold) {
+            p.push(format!(
+                "detector.score_threshold: {} is not within 0–1",
+                self.detector.score_threshold
+            ));
+        }
+        if !unit(self.detector.nms_threshold) {
+            p.push(format!(
+                "detector.nms_threshold: {} is not within 0–1",
+                self.detector.nms_threshold
+            ));
+        }
+        if self.detector.top_k == 0 {
+            p.push("detector.top_k: must be at least 1".into());
+        }
+        if self.detector.input_size == 0 || self.detector.input_size % 32 != 0 {
+            p.push(format!(
+                "detector.input_size: {} is not a positive multiple of 32",
+                self.detector.input_size
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.recognition.threshold) {
+            p.push(format!(
+                "recognition.threshold: {} is not a cosine similarity (−1–1)",
+                self.recognition.threshold
+            ));
+        }
+        if self.inference.embed_batch == 0 {
+            p.push("inference.embed_batch: must be at least 1".into());
+        }
+        for (key, file) in [
+            ("models.detector", &self.models.detector),
+            ("models.embedder", &self.models.embedder),
+            ("models.runtime_library", &self.models.runtime_library),
+        ] {
+            if file.as_os_str().is_empty() {
+                p.push(format!("{key}: must name a file"));
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_empty());
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_key() {
+        let mut c = Config::default();
+        c.detector.score_threshold = 1.5;
+        c.detector.top_k = 0;
+        c.recognition.threshold = 3.0;
+        c.inference.embed_batch = 0;
+        let p = c.validate();
+        assert_eq!(p.len(), 4, "{p:?}");
+        for key in [
+            "detector.score_threshold",
+            "detector.top_k",
+            "recognition.threshold",
+            "inference.embed_batch",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_values_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("facegate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "[recognition]\nthreshold = 0.5\n[inference]\ndevice = \"cpu\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&good), &Overrides::default()).unwrap();
+        assert_eq!(c.recognition.threshold, 0.5);
+        assert_eq!(c.inference.device, Device::Cpu);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[recognition]\nthreshhold = 0.5\n").unwrap();
+        let err = Config::load(Some(&bad), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threshhold"), "{err}");
+        let missing =
+            Config::load(Some(&dir.join("nope.toml")), &Overrides::default()).unwrap_err();
+        assert!(missing.to_string().contains("no such configuration file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

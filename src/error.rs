@@ -1,0 +1,42 @@
+//! The error type of the library and how each kind maps to the CLI's exit status.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable; each entry names the key at fault.
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    /// An input file cannot be used (missing, unreadable, not an image, truncated).
+    #[error("{}: {reason}", path.display())]
+    Input { path: PathBuf, reason: String },
+    /// The input is readable but holds nothing to work on.
+    #[error("{}: no face found", path.display())]
+    NoFace { path: PathBuf },
+    /// A model file is missing, corrupt or not the model expected.
+    #[error("model {}: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    /// The ONNX Runtime shared library is missing or cannot be loaded.
+    #[error("ONNX Runtime library {}: {reason}", path.display())]
+    Runtime { path: PathBuf, reason: String },
+    /// `device = "cuda"` was asked for and the CUDA execution provider cannot be used.
+    #[error("CUDA execution provider unavailable: {0}")]
+    CudaUnavailable(String),
+    /// A model ran and failed, or gave outputs of the wrong shape.
+    #[error("{model} inference failed: {reason}")]
+    Inference { model: &'static str, reason: String },
+}
+
+impl Error {
+    /// Exit status for the CLI: 2 is clap's usage error, so ours start at 3.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 3,
+            Error::Input { .. } | Error::NoFace { .. } => 4,
+            Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) => 5,
+            Error::Inference { .. } => 6,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,128 @@
+//! The ONNX Runtime environment: loading the shared library, choosing the execution
+//! provider, and building one session per model.
+
+use std::path::{Path, PathBuf};
+
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+
+use crate::config::{Device, InferenceConfig};
+use crate::error::Error;
+
+/// The execution provider a session ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+        }
+    }
+}
+
+pub struct Runtime {
+    env: Environment,
+    cfg: InferenceConfig,
+    provider: Provider,
+}
+
+impl Runtime {
+    /// Loads ONNX Runtime from `library` explicitly (without this, `ort` would fall back to
+    /// `ORT_DYLIB_PATH` and panic when that fails) and settles the execution provider once:
+    /// `auto` tries CUDA and falls back to CPU with one warning giving the reason; `cuda`
+    /// fails instead.
+    pub fn load(library: &Path, cfg: &InferenceConfig) -> Result<Runtime, Error> {
+        let runtime_err = |reason: String| Error::Runtime {
+            path: library.to_path_buf(),
+            reason,
+        };
+        if !library.is_file() {
+            return Err(runtime_err(
+                "no such file (run models/fetch, or set models.runtime_library)".into(),
+            ));
+        }
+        let builder = ort::init_from(library).map_err(|e| runtime_err(e.to_string()))?;
+        let env = builder
+            .with_name("facegate")
+            .build()
+            .map_err(|e| runtime_err(e.to_string()))?;
+        let mut rt = Runtime {
+            env,
+            cfg: cfg.clone(),
+            provider: Provider::Cpu,
+        };
+        rt.provider = match cfg.device {
+            Device::Cpu => Provider::Cpu,
+            Device::Cuda => {
+                rt.cuda_builder().map_err(Error::CudaUnavailable)?;
+                Provider::Cuda
+            }
+            Device::Auto => match rt.cuda_builder() {
+                Ok(_) => Provider::Cuda,
+                Err(reason) => {
+                    tracing::warn!(%reason, "CUDA unavailable, running on CPU");
+                    Provider::Cpu
+                }
+            },
+        };
+        Ok(rt)
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// A session for the model at `path` on the settled provider.
+    pub fn session(&self, path: &Path) -> Result<Session, Error> {
+        let model_err = |reason: String| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(model_err("no such file (run models/fetch)".into()));
+        }
+        let builder = match self.provider {
+            Provider::Cuda => self.cuda_builder().map_err(Error::CudaUnavailable)?,
+            Provider::Cpu => self.base_builder().map_err(model_err)?,
+        };
+        let session = commit(builder, path).map_err(model_err)?;
+        tracing::info!(model = %file_name(path), provider = self.provider.as_str(), "session ready");
+        Ok(session)
+    }
+
+    fn base_builder(&self) -> Result<SessionBuilder, String> {
+        let b = Session::builder(&self.env).map_err(|e| e.to_string())?;
+        let b = b
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| e.to_string())?;
+        if self.cfg.intra_threads > 0 {
+            b.with_intra_threads(self.cfg.intra_threads)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(b)
+        }
+    }
+
+    fn cuda_builder(&self) -> Result<SessionBuilder, String> {
+        self.base_builder()?
+            .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn commit(mut builder: SessionBuilder, path: &Path) -> Result<Session, String> {
+    builder.commit_from_file(path).map_err(|e| e.to_string())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| PathBuf::from(path).display().to_string())
+}

@@ -1,0 +1,11 @@
+//! facegate: face recognition for door cameras and edge boxes.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod inference;
+pub mod vision;
+
+pub use error::{Error, Result};

@@ -1,0 +1,382 @@
+//! YuNet face detector: letterbox pre-processing, stride decoding and NMS as pure
+//! functions, and a thin wrapper that runs them around an ONNX Runtime session.
+//!
+//! The reference decoder is OpenCV's `FaceDetectorYN` (objdetect/src/face_detect.cpp).
+
+use fast_image_resize::{
+    FilterType, ResizeAlg, ResizeOptions, Resizer, images::TypedImage, images::TypedImageRef,
+    pixels::U8x3,
+};
+use image::RgbImage;
+use ndarray::Array4;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::config::DetectorConfig;
+use crate::error::Error;
+use crate::vision::geometry::{Detection, nms};
+
+/// The strides of YuNet's three output heads.
+pub const STRIDES: [u32; 3] = [8, 16, 32];
+
+/// Raw outputs of one stride head, flattened row-major over the `rows × cols` anchor grid.
+pub struct StrideOutputs<'a> {
+    pub stride: u32,
+    /// Class score per anchor.
+    pub cls: &'a [f32],
+    /// Objectness per anchor.
+    pub obj: &'a [f32],
+    /// `dx, dy, log w, log h` per anchor, in units of the stride.
+    pub bbox: &'a [f32],
+    /// Five `dx, dy` landmark offsets per anchor, in units of the stride.
+    pub kps: &'a [f32],
+}
+
+/// Turns the three heads into candidate detections (before NMS) in model-input pixels.
+/// Fails when an output's length does not fit the anchor grid of `input_w × input_h`.
+pub fn decode(
+    heads: &[StrideOutputs<'_>],
+    input_w: u32,
+    input_h: u32,
+    score_threshold: f32,
+) -> Result<Vec<Detection>, String> {
+    let mut out = Vec::new();
+    for h in heads {
+        let cols = (input_w / h.stride) as usize;
+        let rows = (input_h / h.stride) as usize;
+        let n = rows * cols;
+        if h.cls.len() != n || h.obj.len() != n || h.bbox.len() != 4 * n || h.kps.len() != 10 * n {
+            return Err(format!(
+                "stride {} outputs do not match a {}x{} grid (cls {}, obj {}, bbox {}, kps {})",
+                h.stride,
+                cols,
+                rows,
+                h.cls.len(),
+                h.obj.len(),
+                h.bbox.len(),
+                h.kps.len()
+            ));
+        }
+        let s = h.stride as f32;
+        for r in 0..rows {
+            for c in 0..cols {
+                let i = r * cols + c;
+                let score = (h.cls[i].clamp(0.0, 1.0) * h.obj[i].clamp(0.0, 1.0)).sqrt();
+                if score < score_threshold {
+                    continue;
+                }
+                let b = &h.bbox[4 * i..4 * i + 4];
+                let cx = (c as f32 + b[0]) * s;
+                let cy = (r as f32 + b[1]) * s;
+                let w = b[2].exp() * s;
+                let hgt = b[3].exp() * s;
+                let k = &h.kps[10 * i..10 * i + 10];
+                let landmarks = std::array::from_fn(|j| {
+                    [(k[2 * j] + c as f32) * s, (k[2 * j + 1] + r as f32) * s]
+                });
+                out.push(Detection {
+                    bbox: [cx - w / 2.0, cy - hgt / 2.0, w, hgt],
+                    score,
+                    landmarks,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How an image is fitted into the square model input: scaled so its long side equals the
+/// input size, then padded with black at the right and bottom.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    pub scale: f32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Letterbox {
+    pub fn fit(width: u32, height: u32, input: u32) -> Letterbox {
+        let scale = input as f32 / width.max(height) as f32;
+        let side = |v: u32| ((v as f32 * scale).round() as u32).clamp(1, input);
+        Letterbox {
+            scale,
+            width: side(width),
+            height: side(height),
+        }
+    }
+}
+
+/// Resizes `img` into the letterbox and lays it out as YuNet wants it:
+/// 1×3×input×input, BGR, float 0–255.
+pub fn detector_input(img: &RgbImage, input: u32) -> Result<(Array4<f32>, Letterbox), String> {
+    let lb = Letterbox::fit(img.width(), img.height(), input);
+    let resized = resize_rgb(img, lb.width, lb.height)?;
+    let n = input as usize;
+    let mut t = Array4::<f32>::zeros((1, 3, n, n));
+    for (x, y, p) in resized.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        t[[0, 0, y, x]] = p[2] as f32;
+        t[[0, 1, y, x]] = p[1] as f32;
+        t[[0, 2, y, x]] = p[0] as f32;
+    }
+    Ok((t, lb))
+}
+
+/// Area averaging when shrinking (sharp and alias-free, like OpenCV's INTER_AREA),
+/// bilinear when enlarging.
+pub fn resize_rgb(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, String> {
+    if img.width() == width && img.height() == height {
+        return Ok(img.clone());
+    }
+    let src_px: &[U8x3] = bytemuck_rgb(img.as_raw());
+    let src = TypedImageRef::new(img.width(), img.height(), src_px).map_err(|e| e.to_string())?;
+    let mut dst = TypedImage::<U8x3>::new(width, height);
+    let shrinking = width < img.width() || height < img.height();
+    let alg = if shrinking {
+        ResizeAlg::Convolution(FilterType::Box)
+    } else {
+        ResizeAlg::Interpolation(FilterType::Bilinear)
+    };
+    Resizer::new()
+        .resize_typed(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+        .map_err(|e| e.to_string())?;
+    let raw: Vec<u8> = dst.pixels().iter().flat_map(|p| p.0).collect();
+    RgbImage::from_raw(width, height, raw)
+        .ok_or_else(|| "resize produced a short buffer".to_string())
+}
+
+fn bytemuck_rgb(raw: &[u8]) -> &[U8x3] {
+    // U8x3 is a `#[repr(C)]` wrapper of `[u8; 3]`, so the cast is layout-preserving.
+    debug_assert_eq!(raw.len() % 3, 0);
+    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<U8x3>(), raw.len() / 3) }
+}
+
+/// YuNet around an ONNX Runtime session.
+pub struct Detector {
+    session: Session,
+    input_name: String,
+    cfg: DetectorConfig,
+}
+
+impl Detector {
+    pub fn new(session: Session, cfg: DetectorConfig) -> Result<Detector, Error> {
+        let input_name = session
+            .inputs()
+            .first()
+            .map(|i| i.name().to_string())
+            .ok_or_else(|| Error::Model {
+                path: "detector".into(),
+                reason: "model has no input".into(),
+            })?;
+        for s in STRIDES {
+            for head in ["cls", "obj", "bbox", "kps"] {
+                let name = format!("{head}_{s}");
+                if !session.outputs().iter().any(|o| o.name() == name) {
+                    return Err(Error::Model {
+                        path: "detector".into(),
+                        reason: format!("output `{name}` missing: not a YuNet 2023mar model"),
+                    });
+                }
+            }
+        }
+        Ok(Detector {
+            session,
+            input_name,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// Faces in `img`, in its own pixel coordinates, best first.
+    pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>, Error> {
+        let input = self.cfg.input_size;
+        let (tensor, lb) = detector_input(img, input).map_err(|reason| Error::Inference {
+            model: "detector",
+            reason,
+        })?;
+        let fail = |e: ort::Error| Error::Inference {
+            model: "detector",
+            reason: e.to_string(),
+        };
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&tensor).map_err(fail)?])
+            .map_err(fail)?;
+        let get = |name: String| -> Result<&[f32], Error> {
+            outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map(|(_, d)| d)
+                .map_err(fail)
+        };
+        let mut heads = Vec::with_capacity(3);
+        for stride in STRIDES {
+            heads.push(StrideOutputs {
+                stride,
+                cls: get(format!("cls_{stride}"))?,
+                obj: get(format!("obj_{stride}"))?,
+                bbox: get(format!("bbox_{stride}"))?,
+                kps: get(format!("kps_{stride}"))?,
+            });
+        }
+        let candidates =
+            decode(&heads, input, input, self.cfg.score_threshold).map_err(|reason| {
+                Error::Inference {
+                    model: "detector",
+                    reason,
+                }
+            })?;
+        let kept = nms(candidates, self.cfg.nms_threshold, self.cfg.top_k);
+        Ok(kept.iter().map(|d| d.scaled(1.0 / lb.scale)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds head outputs for a `cols × rows` grid with one hot anchor.
+    struct Head {
+        cls: Vec<f32>,
+        obj: Vec<f32>,
+        bbox: Vec<f32>,
+        kps: Vec<f32>,
+    }
+
+    fn head(n: usize) -> Head {
+        Head {
+            cls: vec![0.0; n],
+            obj: vec![0.0; n],
+            bbox: vec![0.0; 4 * n],
+            kps: vec![0.0; 10 * n],
+        }
+    }
+
+    #[test]
+    fn decodes_one_anchor_per_stride_into_pixels() {
+        // 64×32 input: stride 8 → 8×4 grid, 16 → 4×2, 32 → 2×1.
+        let (w, h) = (64u32, 32u32);
+        let mut heads: Vec<Head> = STRIDES
+            .iter()
+            .map(|s| head(((w / s) * (h / s)) as usize))
+            .collect();
+        // Stride 8, anchor at row 2, col 3 (index 2*8+3 = 19).
+        let i = 19;
+        heads[0].cls[i] = 0.81;
+        heads[0].obj[i] = 1.0;
+        heads[0].bbox[4 * i..4 * i + 4].copy_from_slice(&[0.5, 0.25, 2f32.ln(), 0.0]);
+        for j in 0..5 {
+            heads[0].kps[10 * i + 2 * j] = j as f32 * 0.1;
+            heads[0].kps[10 * i + 2 * j + 1] = -0.5;
+        }
+        // Stride 32, anchor col 1: below threshold, must not appear.
+        heads[2].cls[1] = 0.2;
+        heads[2].obj[1] = 0.2;
+        let views: Vec<StrideOutputs> = STRIDES
+            .iter()
+            .zip(&heads)
+            .map(|(&stride, h)| StrideOutputs {
+                stride,
+                cls: &h.cls,
+                obj: &h.obj,
+                bbox: &h.bbox,
+                kps: &h.kps,
+            })
+            .collect();
+        let dets = decode(&views, w, h, 0.5).unwrap();
+        assert_eq!(dets.len(), 1);
+        let d = &dets[0];
+        assert!((d.score - 0.9).abs() < 1e-6, "score = sqrt(cls·obj)");
+        // Centre (3.5·8, 2.25·8) = (28, 18); size (2·8, 1·8) = (16, 8).
+        let expect = [20.0, 14.0, 16.0, 8.0];
+        for k in 0..4 {
+            assert!((d.bbox[k] - expect[k]).abs() < 1e-4, "{:?}", d.bbox);
+        }
+        for j in 0..5 {
+            assert!((d.landmarks[j][0] - (3.0 + j as f32 * 0.1) * 8.0).abs() < 1e-4);
+            assert!((d.landmarks[j][1] - 12.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn decode_clamps_scores_and_rejects_wrong_grids() {
+        let mut h8 = head(64);
+        h8.cls[0] = 1.7;
+        h8.obj[0] = 1.0;
+        let (h16, h32) = (head(16), head(4));
+        let views = [
+            StrideOutputs {
+                stride: 8,
+                cls: &h8.cls,
+                obj: &h8.obj,
+                bbox: &h8.bbox,
+                kps: &h8.kps,
+            },
+            StrideOutputs {
+                stride: 16,
+                cls: &h16.cls,
+                obj: &h16.obj,
+                bbox: &h16.bbox,
+                kps: &h16.kps,
+            },
+            StrideOutputs {
+                stride: 32,
+                cls: &h32.cls,
+                obj: &h32.obj,
+                bbox: &h32.bbox,
+                kps: &h32.kps,
+            },
+        ];
+        let dets = decode(&views, 64, 64, 0.5).unwrap();
+        assert_eq!(dets.len(), 1);
+        assert_eq!(dets[0].score, 1.0);
+        assert!(decode(&views, 128, 64, 0.5).is_err());
+    }
+
+    #[test]
+    fn letterbox_fits_long_side() {
+        assert_eq!(
+            Letterbox::fit(1920, 1080, 640),
+            Letterbox {
+                scale: 1.0 / 3.0,
+                width: 640,
+                height: 360
+            }
+        );
+        let lb = Letterbox::fit(300, 600, 640);
+        assert_eq!((lb.width, lb.height), (320, 640));
+        assert!((lb.scale - 640.0 / 600.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn detector_input_is_bgr_and_padded() {
+        let img = RgbImage::from_fn(20, 10, |_, _| image::Rgb([10, 20, 30]));
+        let (t, lb) = detector_input(&img, 40).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 40, 40]);
+        assert_eq!((lb.width, lb.height), (40, 20));
+        assert_eq!(
+            (t[[0, 0, 5, 5]], t[[0, 1, 5, 5]], t[[0, 2, 5, 5]]),
+            (30.0, 20.0, 10.0)
+        );
+        // Below the resized image: black padding.
+        assert_eq!(t[[0, 2, 30, 5]], 0.0);
+    }
+
+    #[test]
+    fn shrinking_averages_areas() {
+        // A 4×2 checkerboard of 0/200 averages to 100 in a 2×1 image.
+        let img = RgbImage::from_fn(4, 2, |x, y| {
+            if (x + y) % 2 == 0 {
+                image::Rgb([200; 3])
+            } else {
+                image::Rgb([0; 3])
+            }
+        });
+        let small = resize_rgb(&img, 2, 1).unwrap();
+        for p in small.pixels() {
+            assert!((p[0] as i32 - 100).abs() <= 1, "{p:?}");
+        }
+    }
+}
