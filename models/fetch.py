@@ -59,10 +59,12 @@ def load_manifest(path):
     return packages, manifest["artifact"]
 
 
-def run_client(command, cwd):
+def run_client(package, command, cwd):
     result = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        raise FetchError(f"{' '.join(command[:3])} failed ({result.returncode}):\n{result.stderr.strip()}")
+        client = "npm pack" if package["registry"] == "npm" else "pip download"
+        raise FetchError(f"{client} {package['name']} {package['version']} failed "
+                         f"(exit {result.returncode}):\n{result.stderr.strip()}")
 
 
 def download_command(package, into):
@@ -92,7 +94,7 @@ def ensure_download(package, cache):
     print(f"fetch: downloading {package['name']} {package['version']} ({package['registry']})", flush=True)
     (cache / "downloads").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache / "downloads", prefix=".tmp-") as tmp:
-        run_client(download_command(package, tmp), cwd=tmp)
+        run_client(package, download_command(package, tmp), cwd=tmp)
         produced = Path(tmp) / package["file"]
         if not produced.exists():
             got = ", ".join(sorted(os.listdir(tmp))) or "nothing"
@@ -142,6 +144,7 @@ def install(source, target, move):
 
 def prepare_bytes(step, data):
     # Imported only here: onnx and numpy cost time and a run with nothing to prepare skips them.
+    sys.dont_write_bytecode = True  # keep __pycache__ out of the checkout
     sys.path.insert(0, str(HERE))
     import prepare
     return prepare.prepare(step, data)
@@ -209,10 +212,11 @@ def main():
     parser.add_argument("--dest", type=Path, default=HERE / "prepared",
                         help="where the files go (default: models/prepared in this checkout)")
     parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("FACEGATE_CACHE") or Path.home() / ".cache/facegate"))
+                        default=Path(os.environ.get("FACEGATE_CACHE") or Path.home() / ".cache/facegate"),
+                        help="downloads and prepared files (default: $FACEGATE_CACHE or ~/.cache/facegate)")
     parser.add_argument("--cuda", action="store_true", help="also ONNX Runtime with the CUDA provider")
     parser.add_argument("--heldout", action="store_true", help="also the held-out photos")
-    parser.add_argument("--manifest", type=Path, default=HERE / "manifest.toml")
+    parser.add_argument("--manifest", type=Path, default=HERE / "manifest.toml", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     groups = {"core"} | {g for g in ("cuda", "heldout") if getattr(args, g)}

@@ -1,0 +1,57 @@
+//! Shared helpers of the end-to-end tests: they drive the real binary with the real models.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The prepared models. Missing models fail the test loudly: they are part of the test setup.
+pub fn models() -> PathBuf {
+    let dir = std::env::var_os("FACEGATE_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models/prepared"));
+    for f in ["libonnxruntime.so", "face_detection_yunet_2023mar.onnx", "face_recognition_sface_2021dec.onnx"] {
+        assert!(dir.join(f).is_file(), "{} is missing: run models/fetch first", dir.join(f).display());
+    }
+    dir
+}
+
+pub fn sample(n: u32) -> PathBuf {
+    models().join(format!("samples/sample{n}.jpg"))
+}
+
+/// A scratch folder unique to one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("facegate-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `facegate` on CPU with the test models and no configuration file.
+pub fn facegate(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let models = models();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    cmd.arg("--models").arg(&models).arg("--device").arg("cpu").args(args);
+    // An empty working directory, so that no config/facegate.toml is picked up.
+    cmd.current_dir(std::env::temp_dir());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("facegate binary runs")
+}
+
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "facegate failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
