@@ -82,10 +82,7 @@ pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
     } else {
         args.images.clone()
     };
-    let images: Vec<RgbImage> = paths
-        .iter()
-        .map(|p| load_image(p))
-        .collect::<Result<_, _>>()?;
+    let images: Vec<RgbImage> = paths.iter().map(|p| load_image(p)).collect::<Result<_, _>>()?;
 
     let mut crops = Vec::new();
     for img in &images {
@@ -93,9 +90,7 @@ pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
         crops.extend(engine.align(img, &faces)?);
     }
     if crops.is_empty() {
-        return Err(Error::NoFace {
-            path: paths[0].clone(),
-        });
+        return Err(Error::NoFace { path: paths[0].clone() });
     }
 
     let mut detect = Vec::new();
@@ -138,12 +133,7 @@ pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        let t = |t: &Timing| {
-            format!(
-                "mean {:.2} ms, p50 {:.2}, p90 {:.2}",
-                t.mean_ms, t.p50_ms, t.p90_ms
-            )
-        };
+        let t = |t: &Timing| format!("mean {:.2} ms, p50 {:.2}, p90 {:.2}", t.mean_ms, t.p50_ms, t.p90_ms);
         println!(
             "provider {} ({} intra-op threads; 0 = ORT default)",
             report.provider, report.intra_threads

@@ -111,11 +111,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             let same = similarity >= threshold;
             let out = json!({"similarity": similarity, "threshold": threshold, "same": same});
             print(cli.json, &out, || {
-                let verdict = if same {
-                    "same person"
-                } else {
-                    "different people"
-                };
+                let verdict = if same { "same person" } else { "different people" };
                 let cmp = if same { "≥" } else { "<" };
                 format!("{verdict}: similarity {similarity:.3} {cmp} threshold {threshold:.3}")
             });
@@ -166,12 +162,7 @@ impl ImageReport {
                 f.detection.score
             ));
             if let Some(e) = &f.embedding {
-                s.push_str(&format!(
-                    "  embedding [{:.3}, {:.3}, … {} values]",
-                    e[0],
-                    e[1],
-                    e.len()
-                ));
+                s.push_str(&format!("  embedding [{:.3}, {:.3}, … {} values]", e[0], e[1], e.len()));
             }
         }
         s
@@ -179,11 +170,7 @@ impl ImageReport {
 }
 
 /// Detects (and optionally embeds) every face of the image at `path`.
-pub fn analyse(
-    engine: &mut FaceEngine,
-    path: &Path,
-    with_embeddings: bool,
-) -> Result<ImageReport, Error> {
+pub fn analyse(engine: &mut FaceEngine, path: &Path, with_embeddings: bool) -> Result<ImageReport, Error> {
     let img = load_image(path)?;
     let faces = engine.detect(&img)?;
     if faces.is_empty() {
@@ -199,10 +186,7 @@ pub fn analyse(
     let faces = faces
         .into_iter()
         .zip(embeddings.drain(..))
-        .map(|(detection, embedding)| FaceReport {
-            detection,
-            embedding,
-        })
+        .map(|(detection, embedding)| FaceReport { detection, embedding })
         .collect();
     Ok(ImageReport {
         image: path.display().to_string(),

@@ -22,14 +22,8 @@ impl FaceEngine {
     pub fn load(cfg: &Config) -> Result<FaceEngine, Error> {
         let m = &cfg.models;
         let runtime = Runtime::load(&m.resolve(&m.runtime_library), &cfg.inference)?;
-        let detector = Detector::new(
-            runtime.session(&m.resolve(&m.detector))?,
-            cfg.detector.clone(),
-        )?;
-        let embedder = Embedder::new(
-            runtime.session(&m.resolve(&m.embedder))?,
-            cfg.inference.embed_batch,
-        )?;
+        let detector = Detector::new(runtime.session(&m.resolve(&m.detector))?, cfg.detector.clone())?;
+        let embedder = Embedder::new(runtime.session(&m.resolve(&m.embedder))?, cfg.inference.embed_batch)?;
         Ok(FaceEngine {
             detector,
             embedder,

@@ -10,7 +10,10 @@ fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{needle:?} not in {stderr:?}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{needle:?} not in {stderr:?}"
+    );
     assert!(out.stdout.is_empty(), "nothing on stdout on error");
 }
 
@@ -41,37 +44,58 @@ fn truncated_jpeg() {
 fn image_without_a_face() {
     let dir = scratch("noface");
     let f = dir.join("wall.png");
-    image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 128])).save(&f).unwrap();
+    image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 128]))
+        .save(&f)
+        .unwrap();
     for cmd in ["detect", "embed"] {
         assert_one_line_error(&facegate(&[cmd, path_str(&f)], &[]), 4, "no face found");
     }
     let s1 = sample(1);
-    assert_one_line_error(&facegate(&["compare", path_str(&s1), path_str(&f)], &[]), 4, "no face found");
+    assert_one_line_error(
+        &facegate(&["compare", path_str(&s1), path_str(&f)], &[]),
+        4,
+        "no face found",
+    );
 }
 
 #[test]
 fn missing_and_corrupt_models() {
     let dir = scratch("models");
-    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE__MODELS__DETECTOR", "/nonexistent/yunet.onnx")]);
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__DETECTOR", "/nonexistent/yunet.onnx")],
+    );
     assert_one_line_error(&out, 5, "no such file");
     let corrupt = dir.join("corrupt.onnx");
     std::fs::write(&corrupt, vec![0x5Au8; 4096]).unwrap();
-    let out = facegate(&["embed", path_str(&sample(1))], &[("FACEGATE__MODELS__EMBEDDER", path_str(&corrupt))]);
+    let out = facegate(
+        &["embed", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__EMBEDDER", path_str(&corrupt))],
+    );
     assert_one_line_error(&out, 5, "corrupt.onnx");
     // A valid model that is not YuNet: the embedder in the detector's place.
     let sface = models().join("face_recognition_sface_2021dec.onnx");
-    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE__MODELS__DETECTOR", path_str(&sface))]);
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__DETECTOR", path_str(&sface))],
+    );
     assert_one_line_error(&out, 5, "not a YuNet");
 }
 
 #[test]
 fn missing_and_broken_runtime_library() {
-    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE__MODELS__RUNTIME_LIBRARY", "/nonexistent/libonnxruntime.so")]);
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__RUNTIME_LIBRARY", "/nonexistent/libonnxruntime.so")],
+    );
     assert_one_line_error(&out, 5, "ONNX Runtime library");
     let dir = scratch("runtime");
     let fake = dir.join("libonnxruntime.so");
     std::fs::write(&fake, "not a shared library").unwrap();
-    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE__MODELS__RUNTIME_LIBRARY", path_str(&fake))]);
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__RUNTIME_LIBRARY", path_str(&fake))],
+    );
     assert_one_line_error(&out, 5, "ONNX Runtime library");
 }
 
@@ -79,13 +103,28 @@ fn missing_and_broken_runtime_library() {
 fn cuda_demanded_on_a_cpu_runtime_fails_and_auto_falls_back_with_one_warning() {
     let s1 = sample(1);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args(["--models", path_str(&models()), "--device", "cuda", "detect", path_str(&s1)])
+        .args([
+            "--models",
+            path_str(&models()),
+            "--device",
+            "cuda",
+            "detect",
+            path_str(&s1),
+        ])
         .current_dir(std::env::temp_dir())
         .output()
         .unwrap();
     assert_one_line_error(&out, 5, "CUDA");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args(["--models", path_str(&models()), "--device", "auto", "--json", "detect", path_str(&s1)])
+        .args([
+            "--models",
+            path_str(&models()),
+            "--device",
+            "auto",
+            "--json",
+            "detect",
+            path_str(&s1),
+        ])
         .current_dir(std::env::temp_dir())
         .output()
         .unwrap();
@@ -100,9 +139,16 @@ fn cuda_demanded_on_a_cpu_runtime_fails_and_auto_falls_back_with_one_warning() {
 fn bad_configuration_reports_every_problem() {
     let dir = scratch("config");
     let f = dir.join("facegate.toml");
-    std::fs::write(&f, "[detector]\nscore_threshold = 2.0\ntop_k = 0\n[recognition]\nthreshold = 5.0\n").unwrap();
+    std::fs::write(
+        &f,
+        "[detector]\nscore_threshold = 2.0\ntop_k = 0\n[recognition]\nthreshold = 5.0\n",
+    )
+    .unwrap();
     let out = facegate(&["--config", path_str(&f), "validate-config"], &[]);
     assert_one_line_error(&out, 3, "detector.score_threshold");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("detector.top_k") && stderr.contains("recognition.threshold"), "{stderr}");
+    assert!(
+        stderr.contains("detector.top_k") && stderr.contains("recognition.threshold"),
+        "{stderr}"
+    );
 }

@@ -99,6 +99,12 @@ pub struct DetectorConfig {
     pub top_k: usize,
     /// Side of the square model input; the frame is scaled so its long side fits it.
     pub input_size: u32,
+    /// A face wider than this (pixels at the detection scale) is detected again with the
+    /// image shrunk so the face is `refine_to_px` wide: YuNet's landmarks of large faces
+    /// are poor. 0 turns refinement off.
+    pub refine_above_px: f32,
+    /// Face width, in pixels at the detector input, that the refinement pass aims for.
+    pub refine_to_px: f32,
 }
 
 impl Default for DetectorConfig {
@@ -108,6 +114,8 @@ impl Default for DetectorConfig {
             nms_threshold: 0.3,
             top_k: 5000,
             input_size: 640,
+            refine_above_px: 96.0,
+            refine_to_px: 64.0,
         }
     }
 }
@@ -146,14 +154,11 @@ impl Config {
                         path.display()
                     )]));
                 }
-                builder =
-                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+                builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
             }
             None => {
-                builder = builder.add_source(
-                    config::File::new(DEFAULT_CONFIG_PATH, config::FileFormat::Toml)
-                        .required(false),
-                );
+                builder = builder
+                    .add_source(config::File::new(DEFAULT_CONFIG_PATH, config::FileFormat::Toml).required(false));
             }
         }
         builder = builder.add_source(
@@ -162,12 +167,8 @@ impl Config {
                 .separator("__")
                 .try_parsing(true),
         );
-        let raw = builder
-            .build()
-            .map_err(|e| Error::Config(vec![e.to_string()]))?;
-        let mut cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| Error::Config(vec![e.to_string()]))?;
+        let raw = builder.build().map_err(|e| Error::Config(vec![e.to_string()]))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| Error::Config(vec![e.to_string()]))?;
         if let Some(dir) = &overrides.models_dir {
             cfg.models.dir = dir.clone();
         }
@@ -205,6 +206,20 @@ impl Config {
             p.push(format!(
                 "detector.input_size: {} is not a positive multiple of 32",
                 self.detector.input_size
+            ));
+        }
+        if self.detector.refine_above_px < 0.0 {
+            p.push(format!(
+                "detector.refine_above_px: {} is negative (0 turns refinement off)",
+                self.detector.refine_above_px
+            ));
+        }
+        if self.detector.refine_above_px > 0.0
+            && !(16.0..self.detector.refine_above_px).contains(&self.detector.refine_to_px)
+        {
+            p.push(format!(
+                "detector.refine_to_px: {} must be at least 16 and below detector.refine_above_px ({})",
+                self.detector.refine_to_px, self.detector.refine_above_px
             ));
         }
         if !(-1.0..=1.0).contains(&self.recognition.threshold) {
@@ -253,10 +268,7 @@ mod tests {
             "recognition.threshold",
             "inference.embed_batch",
         ] {
-            assert!(
-                p.iter().any(|m| m.starts_with(key)),
-                "{key} missing in {p:?}"
-            );
+            assert!(p.iter().any(|m| m.starts_with(key)), "{key} missing in {p:?}");
         }
     }
 
@@ -265,22 +277,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("facegate-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(
-            &good,
-            "[recognition]\nthreshold = 0.5\n[inference]\ndevice = \"cpu\"\n",
-        )
-        .unwrap();
+        std::fs::write(&good, "[recognition]\nthreshold = 0.5\n[inference]\ndevice = \"cpu\"\n").unwrap();
         let c = Config::load(Some(&good), &Overrides::default()).unwrap();
         assert_eq!(c.recognition.threshold, 0.5);
         assert_eq!(c.inference.device, Device::Cpu);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "[recognition]\nthreshhold = 0.5\n").unwrap();
-        let err = Config::load(Some(&bad), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(Some(&bad), &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("threshhold"), "{err}");
-        let missing =
-            Config::load(Some(&dir.join("nope.toml")), &Overrides::default()).unwrap_err();
+        let missing = Config::load(Some(&dir.join("nope.toml")), &Overrides::default()).unwrap_err();
         assert!(missing.to_string().contains("no such configuration file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -103,8 +103,7 @@ impl Runtime {
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| e.to_string())?;
         if self.cfg.intra_threads > 0 {
-            b.with_intra_threads(self.cfg.intra_threads)
-                .map_err(|e| e.to_string())
+            b.with_intra_threads(self.cfg.intra_threads).map_err(|e| e.to_string())
         } else {
             Ok(b)
         }

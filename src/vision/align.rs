@@ -34,14 +34,7 @@ impl Affine {
             return None;
         }
         let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
-        Some(Affine([
-            ia,
-            ib,
-            -(ia * c + ib * f),
-            id,
-            ie,
-            -(id * c + ie * f),
-        ]))
+        Some(Affine([ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)]))
     }
 }
 
@@ -56,9 +49,9 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
         return None;
     }
     let mean = |p: &[[f32; 2]]| {
-        let (sx, sy) = p[..n].iter().fold((0.0, 0.0), |(ax, ay), q| {
-            (ax + q[0] as f64, ay + q[1] as f64)
-        });
+        let (sx, sy) = p[..n]
+            .iter()
+            .fold((0.0, 0.0), |(ax, ay), q| (ax + q[0] as f64, ay + q[1] as f64));
         (sx / n as f64, sy / n as f64)
     };
     let (smx, smy) = mean(src);
@@ -102,12 +95,7 @@ pub fn warp_affine(src: &RgbImage, m: &Affine, width: u32, height: u32) -> Optio
         let (x0, y0) = (sx.floor(), sy.floor());
         let (fx, fy) = (sx - x0, sy - y0);
         let (x0, y0) = (x0 as i64, y0 as i64);
-        let (p00, p10, p01, p11) = (
-            px(x0, y0),
-            px(x0 + 1, y0),
-            px(x0, y0 + 1),
-            px(x0 + 1, y0 + 1),
-        );
+        let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
         Rgb(std::array::from_fn(|c| {
             let top = p00[c] * (1.0 - fx) + p10[c] * fx;
             let bottom = p01[c] * (1.0 - fx) + p11[c] * fx;
@@ -149,13 +137,7 @@ mod tests {
 
     #[test]
     fn least_squares_with_noise_stays_close_and_inverse_roundtrips() {
-        let noise = [
-            [0.3, -0.2],
-            [-0.1, 0.4],
-            [0.2, 0.1],
-            [-0.3, -0.1],
-            [0.1, -0.3],
-        ];
+        let noise = [[0.3, -0.2], [-0.1, 0.4], [0.2, 0.1], [-0.3, -0.1], [0.1, -0.3]];
         let src: Vec<[f32; 2]> = TEMPLATE
             .iter()
             .zip(noise)
@@ -206,14 +188,8 @@ mod tests {
         let out = warp_affine(&src, &m, 100, 100).unwrap();
         for &(x, y) in &[(10u32, 20u32), (51, 77), (99, 3)] {
             let p = out.get_pixel(x, y).0;
-            assert!(
-                (p[0] as f64 - x as f64 * 2.0).abs() <= 1.0,
-                "{x},{y}: {p:?}"
-            );
-            assert!(
-                (p[1] as f64 - y as f64 * 2.0).abs() <= 1.0,
-                "{x},{y}: {p:?}"
-            );
+            assert!((p[0] as f64 - x as f64 * 2.0).abs() <= 1.0, "{x},{y}: {p:?}");
+            assert!((p[1] as f64 - y as f64 * 2.0).abs() <= 1.0, "{x},{y}: {p:?}");
         }
     }
 

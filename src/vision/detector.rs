@@ -4,8 +4,7 @@
 //! The reference decoder is OpenCV's `FaceDetectorYN` (objdetect/src/face_detect.cpp).
 
 use fast_image_resize::{
-    FilterType, ResizeAlg, ResizeOptions, Resizer, images::TypedImage, images::TypedImageRef,
-    pixels::U8x3,
+    FilterType, ResizeAlg, ResizeOptions, Resizer, images::TypedImage, images::TypedImageRef, pixels::U8x3,
 };
 use image::RgbImage;
 use ndarray::Array4;
@@ -14,7 +13,7 @@ use ort::value::TensorRef;
 
 use crate::config::DetectorConfig;
 use crate::error::Error;
-use crate::vision::geometry::{Detection, nms};
+use crate::vision::geometry::{Detection, iou, nms};
 
 /// The strides of YuNet's three output heads.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
@@ -71,9 +70,7 @@ pub fn decode(
                 let w = b[2].exp() * s;
                 let hgt = b[3].exp() * s;
                 let k = &h.kps[10 * i..10 * i + 10];
-                let landmarks = std::array::from_fn(|j| {
-                    [(k[2 * j] + c as f32) * s, (k[2 * j + 1] + r as f32) * s]
-                });
+                let landmarks = std::array::from_fn(|j| [(k[2 * j] + c as f32) * s, (k[2 * j + 1] + r as f32) * s]);
                 out.push(Detection {
                     bbox: [cx - w / 2.0, cy - hgt / 2.0, w, hgt],
                     score,
@@ -95,6 +92,16 @@ pub struct Letterbox {
 }
 
 impl Letterbox {
+    /// `width × height` scaled by `scale`, no side larger than `input`.
+    pub fn with_scale(width: u32, height: u32, input: u32, scale: f32) -> Letterbox {
+        let side = |v: u32| ((v as f32 * scale).round() as u32).clamp(1, input);
+        Letterbox {
+            scale,
+            width: side(width),
+            height: side(height),
+        }
+    }
+
     pub fn fit(width: u32, height: u32, input: u32) -> Letterbox {
         let scale = input as f32 / width.max(height) as f32;
         let side = |v: u32| ((v as f32 * scale).round() as u32).clamp(1, input);
@@ -108,8 +115,7 @@ impl Letterbox {
 
 /// Resizes `img` into the letterbox and lays it out as YuNet wants it:
 /// 1×3×input×input, BGR, float 0–255.
-pub fn detector_input(img: &RgbImage, input: u32) -> Result<(Array4<f32>, Letterbox), String> {
-    let lb = Letterbox::fit(img.width(), img.height(), input);
+pub fn detector_input(img: &RgbImage, input: u32, lb: Letterbox) -> Result<Array4<f32>, String> {
     let resized = resize_rgb(img, lb.width, lb.height)?;
     let n = input as usize;
     let mut t = Array4::<f32>::zeros((1, 3, n, n));
@@ -119,36 +125,93 @@ pub fn detector_input(img: &RgbImage, input: u32) -> Result<(Array4<f32>, Letter
         t[[0, 1, y, x]] = p[1] as f32;
         t[[0, 2, y, x]] = p[0] as f32;
     }
-    Ok((t, lb))
+    Ok(t)
 }
 
-/// Area averaging when shrinking (sharp and alias-free, like OpenCV's INTER_AREA),
-/// bilinear when enlarging.
+/// Area averaging when shrinking, bilinear when enlarging: what OpenCV's `INTER_AREA`
+/// does, which the detector's landmarks are checked against.
 pub fn resize_rgb(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, String> {
     if img.width() == width && img.height() == height {
         return Ok(img.clone());
     }
-    let src_px: &[U8x3] = bytemuck_rgb(img.as_raw());
+    if width <= img.width() && height <= img.height() {
+        return Ok(resize_area(img, width, height));
+    }
+    let src_px: &[U8x3] = as_rgb_pixels(img.as_raw());
     let src = TypedImageRef::new(img.width(), img.height(), src_px).map_err(|e| e.to_string())?;
     let mut dst = TypedImage::<U8x3>::new(width, height);
-    let shrinking = width < img.width() || height < img.height();
-    let alg = if shrinking {
-        ResizeAlg::Convolution(FilterType::Box)
-    } else {
-        ResizeAlg::Interpolation(FilterType::Bilinear)
-    };
+    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
     Resizer::new()
-        .resize_typed(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+        .resize_typed(&src, &mut dst, &bilinear)
         .map_err(|e| e.to_string())?;
     let raw: Vec<u8> = dst.pixels().iter().flat_map(|p| p.0).collect();
-    RgbImage::from_raw(width, height, raw)
-        .ok_or_else(|| "resize produced a short buffer".to_string())
+    RgbImage::from_raw(width, height, raw).ok_or_else(|| "resize produced a short buffer".to_string())
 }
 
-fn bytemuck_rgb(raw: &[u8]) -> &[U8x3] {
+fn as_rgb_pixels(raw: &[u8]) -> &[U8x3] {
     // U8x3 is a `#[repr(C)]` wrapper of `[u8; 3]`, so the cast is layout-preserving.
     debug_assert_eq!(raw.len() % 3, 0);
     unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<U8x3>(), raw.len() / 3) }
+}
+
+/// For each destination index, the source indices it covers and their share of its area.
+/// Destination cell `d` covers the source interval `[d·s, (d+1)·s)`, `s = src/dst`.
+pub fn area_taps(src_len: u32, dst_len: u32) -> Vec<Vec<(usize, f32)>> {
+    let scale = src_len as f64 / dst_len as f64;
+    (0..dst_len)
+        .map(|d| {
+            let start = d as f64 * scale;
+            let end = ((d + 1) as f64 * scale).min(src_len as f64);
+            let mut taps = Vec::with_capacity(scale.ceil() as usize + 1);
+            let mut i = start.floor() as usize;
+            while (i as f64) < end {
+                let covered = end.min(i as f64 + 1.0) - start.max(i as f64);
+                if covered > 1e-9 {
+                    taps.push((i, (covered / (end - start)) as f32));
+                }
+                i += 1;
+            }
+            taps
+        })
+        .collect()
+}
+
+/// Shrinks by averaging each destination pixel's exact source area (fast_image_resize's
+/// box filter weighs whole pixels, which moves landmarks when the scale is not an integer).
+pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let (xt, yt) = (area_taps(img.width(), width), area_taps(img.height(), height));
+    let src = img.as_raw();
+    let w = width as usize;
+    // Horizontal pass into f32 rows, then vertical pass with rounding.
+    let mut rows = vec![0f32; sh * w * 3];
+    for y in 0..sh {
+        let line = &src[y * sw * 3..(y + 1) * sw * 3];
+        let out = &mut rows[y * w * 3..(y + 1) * w * 3];
+        for (x, taps) in xt.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for &(i, wt) in taps {
+                for c in 0..3 {
+                    acc[c] += line[i * 3 + c] as f32 * wt;
+                }
+            }
+            out[x * 3..x * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    let mut dst = vec![0u8; height as usize * w * 3];
+    for (y, taps) in yt.iter().enumerate() {
+        let out = &mut dst[y * w * 3..(y + 1) * w * 3];
+        let mut acc = vec![0f32; w * 3];
+        for &(i, wt) in taps {
+            for (a, v) in acc.iter_mut().zip(&rows[i * w * 3..(i + 1) * w * 3]) {
+                *a += v * wt;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = a.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    RgbImage::from_raw(width, height, dst).expect("buffer sized for the image")
 }
 
 /// YuNet around an ONNX Runtime session.
@@ -191,12 +254,50 @@ impl Detector {
     }
 
     /// Faces in `img`, in its own pixel coordinates, best first.
+    ///
+    /// The image is scaled so its long side fits the model input. YuNet places landmarks
+    /// of faces much larger than its training faces poorly (the embedding of a face filling
+    /// a close-up photo can fall to cosine 0.3–0.5 against the same face seen smaller), so
+    /// a face wider than `refine_above_px` at that scale is detected again in a pass that
+    /// shrinks it to `refine_to_px`, and that pass's box and landmarks replace the first.
     pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>, Error> {
         let input = self.cfg.input_size;
-        let (tensor, lb) = detector_input(img, input).map_err(|reason| Error::Inference {
+        let fit = Letterbox::fit(img.width(), img.height(), input);
+        let mut faces = self.detect_at(img, fit)?;
+        if self.cfg.refine_above_px <= 0.0 {
+            return Ok(faces);
+        }
+        let mut passes = 0;
+        for face in faces.iter_mut() {
+            let width_at_fit = face.bbox[2] * fit.scale;
+            if width_at_fit <= self.cfg.refine_above_px || passes >= MAX_REFINE_PASSES {
+                continue;
+            }
+            passes += 1;
+            let scale = self.cfg.refine_to_px / face.bbox[2].max(1.0);
+            let again = self.detect_at(img, Letterbox::with_scale(img.width(), img.height(), input, scale))?;
+            let best = again
+                .into_iter()
+                .map(|d| (iou(&d.bbox, &face.bbox), d))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((overlap, refined)) = best {
+                if overlap >= 0.5 {
+                    *face = refined;
+                }
+            }
+        }
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(faces)
+    }
+
+    /// One detector pass over `img` scaled as `lb` says, results in `img`'s pixels.
+    fn detect_at(&mut self, img: &RgbImage, lb: Letterbox) -> Result<Vec<Detection>, Error> {
+        let input = self.cfg.input_size;
+        let infer_err = |reason: String| Error::Inference {
             model: "detector",
             reason,
-        })?;
+        };
+        let tensor = detector_input(img, input, lb).map_err(infer_err)?;
         let fail = |e: ort::Error| Error::Inference {
             model: "detector",
             reason: e.to_string(),
@@ -221,17 +322,14 @@ impl Detector {
                 kps: get(format!("kps_{stride}"))?,
             });
         }
-        let candidates =
-            decode(&heads, input, input, self.cfg.score_threshold).map_err(|reason| {
-                Error::Inference {
-                    model: "detector",
-                    reason,
-                }
-            })?;
+        let candidates = decode(&heads, input, input, self.cfg.score_threshold).map_err(infer_err)?;
         let kept = nms(candidates, self.cfg.nms_threshold, self.cfg.top_k);
         Ok(kept.iter().map(|d| d.scaled(1.0 / lb.scale)).collect())
     }
 }
+
+/// Most extra detector passes spent refining large faces in one image.
+const MAX_REFINE_PASSES: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -258,10 +356,7 @@ mod tests {
     fn decodes_one_anchor_per_stride_into_pixels() {
         // 64×32 input: stride 8 → 8×4 grid, 16 → 4×2, 32 → 2×1.
         let (w, h) = (64u32, 32u32);
-        let mut heads: Vec<Head> = STRIDES
-            .iter()
-            .map(|s| head(((w / s) * (h / s)) as usize))
-            .collect();
+        let mut heads: Vec<Head> = STRIDES.iter().map(|s| head(((w / s) * (h / s)) as usize)).collect();
         // Stride 8, anchor at row 2, col 3 (index 2*8+3 = 19).
         let i = 19;
         heads[0].cls[i] = 0.81;
@@ -353,15 +448,34 @@ mod tests {
     #[test]
     fn detector_input_is_bgr_and_padded() {
         let img = RgbImage::from_fn(20, 10, |_, _| image::Rgb([10, 20, 30]));
-        let (t, lb) = detector_input(&img, 40).unwrap();
+        let lb = Letterbox::fit(20, 10, 40);
+        let t = detector_input(&img, 40, lb).unwrap();
         assert_eq!(t.shape(), &[1, 3, 40, 40]);
         assert_eq!((lb.width, lb.height), (40, 20));
-        assert_eq!(
-            (t[[0, 0, 5, 5]], t[[0, 1, 5, 5]], t[[0, 2, 5, 5]]),
-            (30.0, 20.0, 10.0)
-        );
+        assert_eq!((t[[0, 0, 5, 5]], t[[0, 1, 5, 5]], t[[0, 2, 5, 5]]), (30.0, 20.0, 10.0));
         // Below the resized image: black padding.
         assert_eq!(t[[0, 2, 30, 5]], 0.0);
+    }
+
+    #[test]
+    fn area_taps_cover_fractional_cells() {
+        // 5 → 2: cells [0, 2.5) and [2.5, 5); pixel 2 is shared half and half.
+        let t = area_taps(5, 2);
+        assert_eq!(t[0], vec![(0, 0.4), (1, 0.4), (2, 0.2)]);
+        assert_eq!(t[1], vec![(2, 0.2), (3, 0.4), (4, 0.4)]);
+        for taps in area_taps(1280, 427) {
+            assert!((taps.iter().map(|t| t.1).sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn shrinking_by_a_fraction_weighs_partial_pixels() {
+        // Columns 0, 100, 200, 50, 250 shrunk to 2: (0·.4 + 100·.4 + 200·.2) and (200·.2 + 50·.4 + 250·.4).
+        let vals = [0u8, 100, 200, 50, 250];
+        let img = RgbImage::from_fn(5, 1, |x, _| image::Rgb([vals[x as usize]; 3]));
+        let small = resize_area(&img, 2, 1);
+        assert_eq!(small.get_pixel(0, 0).0[0], 80);
+        assert_eq!(small.get_pixel(1, 0).0[0], 160);
     }
 
     #[test]

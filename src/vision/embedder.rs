@@ -40,11 +40,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
 }
 
 /// SFace around an ONNX Runtime session whose batch dimension is symbolic.
@@ -88,11 +84,7 @@ impl Embedder {
             if data.len() != chunk.len() * EMBEDDING_DIM {
                 return Err(Error::Inference {
                     model: "embedder",
-                    reason: format!(
-                        "expected {}×{EMBEDDING_DIM} outputs, got {}",
-                        chunk.len(),
-                        data.len()
-                    ),
+                    reason: format!("expected {}×{EMBEDDING_DIM} outputs, got {}", chunk.len(), data.len()),
                 });
             }
             for row in data.chunks(EMBEDDING_DIM) {
@@ -127,9 +119,6 @@ mod tests {
         let crop = RgbImage::from_fn(CROP_SIZE, CROP_SIZE, |x, _| image::Rgb([1, 2, x as u8]));
         let t = embedder_input(&[&crop, &crop]);
         assert_eq!(t.shape(), &[2, 3, 112, 112]);
-        assert_eq!(
-            (t[[1, 0, 3, 9]], t[[1, 1, 3, 9]], t[[1, 2, 3, 9]]),
-            (1.0, 2.0, 9.0)
-        );
+        assert_eq!((t[[1, 0, 3, 9]], t[[1, 1, 3, 9]], t[[1, 2, 3, 9]]), (1.0, 2.0, 9.0));
     }
 }

@@ -98,10 +98,7 @@ mod tests {
     #[test]
     fn nms_keeps_boxes_overlapping_less_than_threshold() {
         let out = nms(
-            vec![
-                det([0.0, 0.0, 10.0, 10.0], 0.9),
-                det([8.0, 0.0, 10.0, 10.0], 0.8),
-            ],
+            vec![det([0.0, 0.0, 10.0, 10.0], 0.9), det([8.0, 0.0, 10.0, 10.0], 0.8)],
             0.3,
             100,
         );

@@ -31,8 +31,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
     if bytes.is_empty() {
         return Err("empty file, not an image".into());
     }
-    let format =
-        image::guess_format(bytes).map_err(|_| "not an image (unrecognised format)".to_string())?;
+    let format = image::guess_format(bytes).map_err(|_| "not an image (unrecognised format)".to_string())?;
     if format == ImageFormat::Jpeg && !ends_with_jpeg_eoi(bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing; a half-grey
         // photo would be enrolled or matched silently, so refuse it here.
@@ -80,11 +79,7 @@ mod tests {
     #[test]
     fn refuses_empty_garbage_and_truncated_input() {
         assert!(decode_image(&[]).unwrap_err().contains("empty"));
-        assert!(
-            decode_image(b"hello, I am text")
-                .unwrap_err()
-                .contains("not an image")
-        );
+        assert!(decode_image(b"hello, I am text").unwrap_err().contains("not an image"));
         let full = jpeg(640, 480);
         let cut = &full[..full.len() * 2 / 3];
         assert!(decode_image(cut).unwrap_err().contains("truncated"));

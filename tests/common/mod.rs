@@ -10,9 +10,19 @@ pub fn repo() -> PathBuf {
 
 /// The prepared models. Missing models fail the test loudly: they are part of the test setup.
 pub fn models() -> PathBuf {
-    let dir = std::env::var_os("FACEGATE_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models/prepared"));
-    for f in ["libonnxruntime.so", "face_detection_yunet_2023mar.onnx", "face_recognition_sface_2021dec.onnx"] {
-        assert!(dir.join(f).is_file(), "{} is missing: run models/fetch first", dir.join(f).display());
+    let dir = std::env::var_os("FACEGATE_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/prepared"));
+    for f in [
+        "libonnxruntime.so",
+        "face_detection_yunet_2023mar.onnx",
+        "face_recognition_sface_2021dec.onnx",
+    ] {
+        assert!(
+            dir.join(f).is_file(),
+            "{} is missing: run models/fetch first",
+            dir.join(f).display()
+        );
     }
     dir
 }
