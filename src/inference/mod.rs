@@ -100,7 +100,7 @@ impl Runtime {
     fn base_builder(&self) -> Result<SessionBuilder, String> {
         let b = Session::builder(&self.env).map_err(|e| e.to_string())?;
         let b = b
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| e.to_string())?;
         if self.cfg.intra_threads > 0 {
             b.with_intra_threads(self.cfg.intra_threads).map_err(|e| e.to_string())

@@ -119,11 +119,17 @@ pub fn detector_input(img: &RgbImage, input: u32, lb: Letterbox) -> Result<Array
     let resized = resize_rgb(img, lb.width, lb.height)?;
     let n = input as usize;
     let mut t = Array4::<f32>::zeros((1, 3, n, n));
-    for (x, y, p) in resized.enumerate_pixels() {
-        let (x, y) = (x as usize, y as usize);
-        t[[0, 0, y, x]] = p[2] as f32;
-        t[[0, 1, y, x]] = p[1] as f32;
-        t[[0, 2, y, x]] = p[0] as f32;
+    let plane = n * n;
+    let data = t.as_slice_mut().expect("fresh arrays are contiguous");
+    let rw = resized.width() as usize;
+    for (y, row) in resized.as_raw().chunks_exact(rw * 3).enumerate() {
+        for (x, p) in row.chunks_exact(3).enumerate() {
+            let at = y * n + x;
+            // BGR planes.
+            data[at] = p[2] as f32;
+            data[plane + at] = p[1] as f32;
+            data[2 * plane + at] = p[0] as f32;
+        }
     }
     Ok(t)
 }
@@ -179,36 +185,33 @@ pub fn area_taps(src_len: u32, dst_len: u32) -> Vec<Vec<(usize, f32)>> {
 /// Shrinks by averaging each destination pixel's exact source area (fast_image_resize's
 /// box filter weighs whole pixels, which moves landmarks when the scale is not an integer).
 pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let sw = img.width() as usize;
     let (xt, yt) = (area_taps(img.width(), width), area_taps(img.height(), height));
     let src = img.as_raw();
     let w = width as usize;
-    // Horizontal pass into f32 rows, then vertical pass with rounding.
-    let mut rows = vec![0f32; sh * w * 3];
-    for y in 0..sh {
-        let line = &src[y * sw * 3..(y + 1) * sw * 3];
-        let out = &mut rows[y * w * 3..(y + 1) * w * 3];
-        for (x, taps) in xt.iter().enumerate() {
+    // Vertical pass first, over only the source rows each output row needs, into one f32
+    // row; then the horizontal pass with rounding.
+    let mut dst = vec![0u8; height as usize * w * 3];
+    let mut acc_row = vec![0f32; sw * 3];
+    for (y, taps) in yt.iter().enumerate() {
+        acc_row.iter_mut().for_each(|a| *a = 0.0);
+        for &(i, wt) in taps {
+            for (a, &v) in acc_row.iter_mut().zip(&src[i * sw * 3..(i + 1) * sw * 3]) {
+                *a += v as f32 * wt;
+            }
+        }
+        let out = &mut dst[y * w * 3..(y + 1) * w * 3];
+        for (px, taps) in out.chunks_exact_mut(3).zip(&xt) {
             let mut acc = [0f32; 3];
             for &(i, wt) in taps {
-                for c in 0..3 {
-                    acc[c] += line[i * 3 + c] as f32 * wt;
-                }
+                let p = &acc_row[i * 3..i * 3 + 3];
+                acc[0] += p[0] * wt;
+                acc[1] += p[1] * wt;
+                acc[2] += p[2] * wt;
             }
-            out[x * 3..x * 3 + 3].copy_from_slice(&acc);
-        }
-    }
-    let mut dst = vec![0u8; height as usize * w * 3];
-    for (y, taps) in yt.iter().enumerate() {
-        let out = &mut dst[y * w * 3..(y + 1) * w * 3];
-        let mut acc = vec![0f32; w * 3];
-        for &(i, wt) in taps {
-            for (a, v) in acc.iter_mut().zip(&rows[i * w * 3..(i + 1) * w * 3]) {
-                *a += v * wt;
+            for (o, a) in px.iter_mut().zip(acc) {
+                *o = a.round().clamp(0.0, 255.0) as u8;
             }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = a.round().clamp(0.0, 255.0) as u8;
         }
     }
     RgbImage::from_raw(width, height, dst).expect("buffer sized for the image")
