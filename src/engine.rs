@@ -5,6 +5,7 @@ use image::RgbImage;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::gallery::matcher::Quality;
 use crate::inference::{Provider, Runtime};
 use crate::vision::align::align_face;
 use crate::vision::detector::Detector;
@@ -15,6 +16,14 @@ pub struct FaceEngine {
     detector: Detector,
     embedder: Embedder,
     provider: Provider,
+    model_id: String,
+}
+
+/// A detected face with its aligned crop and measured quality.
+pub struct FaceSample {
+    pub detection: Detection,
+    pub crop: RgbImage,
+    pub quality: Quality,
 }
 
 impl FaceEngine {
@@ -23,12 +32,40 @@ impl FaceEngine {
         let m = &cfg.models;
         let runtime = Runtime::load(&m.resolve(&m.runtime_library), &cfg.inference)?;
         let detector = Detector::new(runtime.session(&m.resolve(&m.detector))?, cfg.detector.clone())?;
-        let embedder = Embedder::new(runtime.session(&m.resolve(&m.embedder))?, cfg.inference.embed_batch)?;
+        let embedder_path = m.resolve(&m.embedder);
+        let embedder = Embedder::new(runtime.session(&embedder_path)?, cfg.inference.embed_batch)?;
+        let model_id = model_id(&embedder_path)?;
         Ok(FaceEngine {
             detector,
             embedder,
             provider: runtime.provider(),
+            model_id,
         })
+    }
+
+    /// Identifies the embedding model (file name and content digest): templates of
+    /// different models are never compared.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Every face of `img` with its aligned crop and quality measures, best first.
+    pub fn samples(&mut self, img: &RgbImage) -> Result<Vec<FaceSample>, Error> {
+        let faces = self.detect(img)?;
+        let crops = self.align(img, &faces)?;
+        let size = self.detector.config().input_size;
+        Ok(faces
+            .into_iter()
+            .zip(crops)
+            .map(|(detection, crop)| {
+                let quality = Quality::measure(&detection, img.width(), img.height(), size, &crop);
+                FaceSample {
+                    detection,
+                    crop,
+                    quality,
+                }
+            })
+            .collect())
     }
 
     pub fn provider(&self) -> Provider {
@@ -63,6 +100,21 @@ impl FaceEngine {
     pub fn embed_crops(&mut self, crops: &[&RgbImage]) -> Result<Vec<Embedding>, Error> {
         self.embedder.embed(crops)
     }
+}
+
+pub fn model_id(path: &std::path::Path) -> Result<String, Error> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::Model {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!("{stem}:{hex}"))
 }
 
 /// The face with the largest box, the one a door camera or an ID photo is about.

@@ -22,6 +22,12 @@ pub enum Error {
     /// `device = "cuda"` was asked for and the CUDA execution provider cannot be used.
     #[error("CUDA execution provider unavailable: {0}")]
     CudaUnavailable(String),
+    /// A request the gallery refuses: duplicate or unknown name, unusable enrollment photo.
+    #[error("{0}")]
+    Rejected(String),
+    /// The gallery database cannot be opened, read or written.
+    #[error("gallery {0}")]
+    Gallery(String),
     /// A model ran and failed, or gave outputs of the wrong shape.
     #[error("{model} inference failed: {reason}")]
     Inference { model: &'static str, reason: String },
@@ -32,9 +38,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 3,
-            Error::Input { .. } | Error::NoFace { .. } => 4,
+            Error::Input { .. } | Error::NoFace { .. } | Error::Rejected(_) => 4,
             Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) => 5,
             Error::Inference { .. } => 6,
+            Error::Gallery(_) => 7,
         }
     }
 }

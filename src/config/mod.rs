@@ -18,6 +18,7 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub detector: DetectorConfig,
     pub recognition: RecognitionConfig,
+    pub gallery: crate::gallery::GalleryConfig,
 }
 
 /// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
@@ -138,6 +139,7 @@ impl Default for RecognitionConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub models_dir: Option<PathBuf>,
+    pub gallery: Option<PathBuf>,
     pub device: Option<Device>,
 }
 
@@ -171,6 +173,9 @@ impl Config {
         let mut cfg: Config = raw.try_deserialize().map_err(|e| Error::Config(vec![e.to_string()]))?;
         if let Some(dir) = &overrides.models_dir {
             cfg.models.dir = dir.clone();
+        }
+        if let Some(path) = &overrides.gallery {
+            cfg.gallery.path = path.clone();
         }
         if let Some(device) = overrides.device {
             cfg.inference.device = device;
@@ -228,6 +233,7 @@ impl Config {
                 self.recognition.threshold
             ));
         }
+        p.extend(self.gallery.validate());
         if self.inference.embed_batch == 0 {
             p.push("inference.embed_batch: must be at least 1".into());
         }

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
+mod gallery;
+
 use crate::config::{Config, Device, Overrides};
 use crate::engine::{FaceEngine, largest_face};
 use crate::error::Error;
@@ -29,6 +31,9 @@ pub struct Cli {
     /// Folder of prepared models (overrides models.dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub models: Option<PathBuf>,
+    /// Gallery database (overrides gallery.path).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub gallery: Option<PathBuf>,
     /// Execution provider (overrides inference.device).
     #[arg(long, global = true, value_enum)]
     pub device: Option<Device>,
@@ -47,6 +52,15 @@ pub enum Command {
     Embed { image: PathBuf },
     /// Are the largest faces of two images the same person?
     Compare { image_a: PathBuf, image_b: PathBuf },
+    /// Enroll a person from one or more photos.
+    Enroll(gallery::EnrollArgs),
+    /// Who is in this photo? (1:K against the gallery)
+    Identify(gallery::IdentifyArgs),
+    /// Is this the claimed person? (1:1)
+    Verify(gallery::VerifyArgs),
+    /// Inspect and manage the gallery.
+    #[command(subcommand)]
+    Gallery(gallery::GalleryCommand),
     /// Check the configuration and report every problem at once.
     ValidateConfig,
     /// Time the detector and the embedder on CPU or CUDA.
@@ -80,6 +94,7 @@ fn init_tracing() {
 pub fn run(cli: &Cli) -> Result<(), Error> {
     let overrides = Overrides {
         models_dir: cli.models.clone(),
+        gallery: cli.gallery.clone(),
         device: cli.device,
     };
     let cfg = Config::load(cli.config.as_deref(), &overrides)?;
@@ -118,10 +133,14 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
+        Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
+        Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
+        Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
+        Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
     }
 }
 
-fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+pub(crate) fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
         println!("{}", serde_json::to_string(value).unwrap_or_default());
     } else {

@@ -1,0 +1,229 @@
+//! The gallery: who may enter. An SQLite store (the system of record) and a search index
+//! over its templates, kept in step with other processes through the store's change log.
+
+pub mod index;
+pub mod matcher;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use index::{IndexConfig, TemplateIndex};
+use matcher::{Candidate, Decision, QualityConfig};
+use store::{ChangeOp, ChangesSince, NewTemplate, Person, Store};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GalleryConfig {
+    /// SQLite file of the gallery (created when missing). Production installs point this
+    /// at the service's state directory.
+    pub path: PathBuf,
+    /// A face matches its best person only when that person beats the runner-up person
+    /// by at least this much cosine similarity.
+    pub margin: f32,
+    /// Keep the aligned 112×112 crop of each template. Off by default: it is biometric data.
+    pub store_crops: bool,
+    /// How often a running process looks for enrollments and removals made by others.
+    pub refresh_interval_ms: u64,
+    /// Search index settings.
+    pub index: IndexConfig,
+    /// Faces below these are reported as low quality and never enrolled or matched.
+    pub quality: QualityConfig,
+}
+
+impl Default for GalleryConfig {
+    fn default() -> Self {
+        GalleryConfig {
+            path: PathBuf::from("data/gallery.db"),
+            margin: 0.05,
+            store_crops: false,
+            refresh_interval_ms: 1000,
+            index: IndexConfig::default(),
+            quality: QualityConfig::default(),
+        }
+    }
+}
+
+impl GalleryConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            p.push("gallery.path: must name a file".into());
+        }
+        if !(0.0..=1.0).contains(&self.margin) {
+            p.push(format!("gallery.margin: {} is not within 0–1", self.margin));
+        }
+        if self.refresh_interval_ms == 0 || self.refresh_interval_ms > 60_000 {
+            p.push(format!(
+                "gallery.refresh_interval_ms: {} is not within 1–60000",
+                self.refresh_interval_ms
+            ));
+        }
+        p.extend(self.index.validate("gallery.index"));
+        p.extend(self.quality.validate("gallery.quality"));
+        p
+    }
+}
+
+/// The store plus an index that follows it.
+pub struct Gallery {
+    store: Store,
+    index: TemplateIndex,
+    names: HashMap<i64, String>,
+    seen_change: i64,
+    model: String,
+    cfg: GalleryConfig,
+}
+
+impl Gallery {
+    /// Opens the gallery and indexes its templates. Refuses a gallery holding templates
+    /// of another embedding model: they are not comparable.
+    pub fn open(cfg: &GalleryConfig, model: &str) -> Result<Gallery, Error> {
+        let store = Store::open(&cfg.path)?;
+        let mut g = Gallery {
+            store,
+            index: TemplateIndex::new(cfg.index.clone()),
+            names: HashMap::new(),
+            seen_change: 0,
+            model: model.to_string(),
+            cfg: cfg.clone(),
+        };
+        g.reload()?;
+        Ok(g)
+    }
+
+    fn check_models(&self) -> Result<(), Error> {
+        let foreign: Vec<String> = self.store.models()?.into_iter().filter(|m| m != &self.model).collect();
+        if foreign.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Gallery(format!(
+                "{}: holds templates of embedding model {} but this facegate computes {}: re-enroll with this model or use the matching one",
+                self.store.path().display(),
+                foreign.join(", "),
+                self.model
+            )))
+        }
+    }
+
+    fn reload(&mut self) -> Result<(), Error> {
+        self.check_models()?;
+        self.seen_change = self.store.latest_change()?;
+        self.names = self.store.persons()?.into_iter().map(|p| (p.id, p.name)).collect();
+        let mut items = Vec::new();
+        self.store.for_each_template(|t, p, v| items.push((t, p, v)))?;
+        self.index = TemplateIndex::new(self.cfg.index.clone());
+        self.index.extend(items);
+        Ok(())
+    }
+
+    /// Applies enrollments and removals made since the last look (by any process).
+    /// Returns whether anything changed.
+    pub fn refresh(&mut self) -> Result<bool, Error> {
+        match self.store.changes_since(self.seen_change)? {
+            ChangesSince::Gap => {
+                self.reload()?;
+                Ok(true)
+            }
+            ChangesSince::Changes(changes) if changes.is_empty() => Ok(false),
+            ChangesSince::Changes(changes) => {
+                for c in &changes {
+                    match c.op {
+                        ChangeOp::Add => {
+                            if let Some((person, v)) = self.store.template(c.template_id)? {
+                                self.index.insert(c.template_id, person, &v);
+                            }
+                        }
+                        ChangeOp::Del => {
+                            self.index.remove_template(c.template_id);
+                        }
+                    }
+                    self.seen_change = c.seq;
+                }
+                self.check_models()?;
+                self.names = self.store.persons()?.into_iter().map(|p| (p.id, p.name)).collect();
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn config(&self) -> &GalleryConfig {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn index(&self) -> &TemplateIndex {
+        &self.index
+    }
+
+    /// Stores the templates (one transaction) and indexes them.
+    pub fn enroll(
+        &mut self,
+        name: &str,
+        metadata: &serde_json::Value,
+        templates: Vec<NewTemplate>,
+        append: bool,
+    ) -> Result<(Person, Vec<i64>), Error> {
+        if templates.iter().any(|t| t.model != self.model) {
+            return Err(Error::Gallery(format!(
+                "templates must be of embedding model {}",
+                self.model
+            )));
+        }
+        let (person, ids) = self.store.enroll(name, metadata, &templates, append)?;
+        self.refresh()?;
+        Ok((person, ids))
+    }
+
+    /// Forgets a person: every template leaves the store and the index.
+    pub fn remove(&mut self, name: &str) -> Result<usize, Error> {
+        let n = self.store.remove(name)?;
+        self.refresh()?;
+        Ok(n)
+    }
+
+    /// The `top` most similar people, best first, each with their best template's similarity.
+    pub fn candidates(&self, embedding: &[f32], top: usize) -> Vec<Candidate> {
+        self.index
+            .best_per_person(embedding, top.max(2))
+            .into_iter()
+            .take(top.max(2))
+            .map(|h| Candidate {
+                person_id: h.person_id,
+                name: self.names.get(&h.person_id).cloned().unwrap_or_default(),
+                similarity: h.similarity,
+            })
+            .collect()
+    }
+
+    /// 1:K identification of one face by the matching rule.
+    pub fn identify(&self, embedding: &[f32], threshold: f32) -> (Decision, Vec<Candidate>) {
+        let candidates = self.candidates(embedding, 2);
+        (matcher::decide(&candidates, threshold, self.cfg.margin), candidates)
+    }
+
+    /// 1:1 verification: the claimed person's best template similarity.
+    pub fn verify(&self, embedding: &[f32], name: &str) -> Result<f32, Error> {
+        let person = self
+            .store
+            .person(name)?
+            .ok_or_else(|| Error::Rejected(format!("no person named {name:?} is enrolled")))?;
+        let best = self
+            .store
+            .embeddings_of(person.id)?
+            .iter()
+            .map(|(_, v, _)| index::dot(embedding, v))
+            .fold(f32::NEG_INFINITY, f32::max);
+        Ok(best)
+    }
+}
