@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{FaceEngine, FaceSample, model_id};
 use crate::error::Error;
 use crate::gallery::Gallery;
-use crate::gallery::matcher::{Candidate, Decision};
+use crate::gallery::matcher::{Candidate, Decision, Quality};
 use crate::gallery::store::{NewTemplate, Store};
 use crate::vision::image_io::decode_image;
 
@@ -176,6 +176,7 @@ struct IdentifiedFace {
     person: Option<serde_json::Value>,
     similarity: Option<f32>,
     decision: Decision,
+    quality: Quality,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -198,7 +199,7 @@ pub fn identify(cfg: &Config, args: &IdentifyArgs, json_out: bool) -> Result<(),
         .map(|s| &s.crop)
         .collect();
     let mut embeddings = engine.embed_crops(&good)?.into_iter();
-    let threshold = cfg.recognition.threshold;
+    let threshold = cfg.gallery.threshold;
     let mut faces = Vec::new();
     for s in &samples {
         let d = &s.detection;
@@ -209,6 +210,7 @@ pub fn identify(cfg: &Config, args: &IdentifyArgs, json_out: bool) -> Result<(),
                 person: None,
                 similarity: None,
                 decision: Decision::LowQuality,
+                quality: s.quality,
                 reason: Some(reason),
                 candidates: vec![],
             });
@@ -226,6 +228,7 @@ pub fn identify(cfg: &Config, args: &IdentifyArgs, json_out: bool) -> Result<(),
                 .flatten(),
             similarity: best.map(|c| c.similarity),
             decision,
+            quality: s.quality,
             reason: None,
             candidates: if args.top > 1 {
                 candidates.into_iter().take(args.top).collect()
@@ -273,7 +276,7 @@ pub fn verify(cfg: &Config, args: &VerifyArgs, json_out: bool) -> Result<(), Err
     let sample = samples.into_iter().next().ok_or_else(|| Error::NoFace {
         path: args.image.clone(),
     })?;
-    let threshold = cfg.recognition.threshold;
+    let threshold = cfg.gallery.threshold;
     let out = if let Some(reason) = sample.quality.failure(&cfg.gallery.quality) {
         json!({"name": args.name, "match": false, "similarity": null, "threshold": threshold,
                "decision": Decision::LowQuality, "reason": reason})

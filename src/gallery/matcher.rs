@@ -54,7 +54,7 @@ impl Default for QualityConfig {
         QualityConfig {
             min_face_px: 30.0,
             min_score: 0.7,
-            min_sharpness: 20.0,
+            min_sharpness: 5.0,
         }
     }
 }
