@@ -27,7 +27,10 @@ fn enroll(gallery: &Path, name: &str, photo: &Path) -> Value {
 }
 
 fn identify(gallery: &Path, photo: &Path) -> Vec<Value> {
-    stdout_json(&fg(gallery, &["identify", path_str(photo)]))["faces"].as_array().unwrap().clone()
+    stdout_json(&fg(gallery, &["identify", path_str(photo)]))["faces"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn fails_with(out: &std::process::Output, code: i32, needle: &str) {
@@ -39,16 +42,27 @@ fn fails_with(out: &std::process::Output, code: i32, needle: &str) {
 }
 
 fn boxes(f: &Value) -> Vec<f64> {
-    f["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    f["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 fn largest_box(faces: &[Value]) -> Vec<f64> {
-    faces.iter().map(boxes).max_by(|a, b| (a[2] * a[3]).total_cmp(&(b[2] * b[3]))).unwrap()
+    faces
+        .iter()
+        .map(boxes)
+        .max_by(|a, b| (a[2] * a[3]).total_cmp(&(b[2] * b[3])))
+        .unwrap()
 }
 
 fn save_jpeg(img: &RgbImage, path: &Path, quality: u8) {
     let mut f = std::fs::File::create(path).unwrap();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, quality).encode_image(img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, quality)
+        .encode_image(img)
+        .unwrap();
 }
 
 /// Scaled, blurred, brightened, JPEG-recompressed and slightly rotated copies of a photo.
@@ -70,14 +84,22 @@ fn transformed_copies(photo: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     let (a, c) = (8f64.to_radians().sin(), 8f64.to_radians().cos());
     let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
     let rot = facegate::vision::align::Affine([c, -a, cx - c * cx + a * cy, a, c, cy - a * cx - c * cy]);
-    put("rotated", facegate::vision::align::warp_affine(&img, &rot, w, h).unwrap(), 92);
+    put(
+        "rotated",
+        facegate::vision::align::warp_affine(&img, &rot, w, h).unwrap(),
+        92,
+    );
     out
 }
 
 fn overlap(a: &[f64], b: &[f64]) -> f64 {
     let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
     let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 { 0.0 } else { ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy) }
+    if ix <= 0.0 || iy <= 0.0 {
+        0.0
+    } else {
+        ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+    }
 }
 
 /// Three people enrolled from one photo each are found again in altered copies of their
@@ -110,10 +132,16 @@ fn one_shot_enrollment_identifies_the_person_and_nobody_else() {
                     assert_eq!(f["person"]["name"], name, "{kind} copy of sample{n}: {f}");
                     found = true;
                 } else if !is_target {
-                    assert_ne!(f["decision"], "match", "{kind} copy of sample{n}: stranger matched: {f}");
+                    assert_ne!(
+                        f["decision"], "match",
+                        "{kind} copy of sample{n}: stranger matched: {f}"
+                    );
                 }
             }
-            assert!(found, "{name} not recognised in the {kind} copy of sample{n}: {faces:?}");
+            assert!(
+                found,
+                "{name} not recognised in the {kind} copy of sample{n}: {faces:?}"
+            );
         }
     }
     for n in [3u32, 5, 6] {
@@ -137,11 +165,18 @@ fn verify_is_one_to_one() {
     let v = stdout_json(&fg(&g, &["verify", path_str(&copies[0].1), "--name", "Bob"]));
     assert_eq!(v["match"], false, "{v}");
     assert!(v["similarity"].as_f64().unwrap() < v["threshold"].as_f64().unwrap());
-    fails_with(&fg(&g, &["verify", path_str(&sample(1)), "--name", "Nobody"]), 4, "no person named");
+    fails_with(
+        &fg(&g, &["verify", path_str(&sample(1)), "--name", "Nobody"]),
+        4,
+        "no person named",
+    );
 }
 
 fn gallery_cfg(path: &Path) -> facegate::gallery::GalleryConfig {
-    facegate::gallery::GalleryConfig { path: path.to_path_buf(), ..Default::default() }
+    facegate::gallery::GalleryConfig {
+        path: path.to_path_buf(),
+        ..Default::default()
+    }
 }
 
 fn model_id() -> String {
@@ -167,7 +202,10 @@ fn persists_across_processes_lists_shows_and_forgets() {
     let g = gallery_in(&dir);
     enroll(&g, "Ann", &sample(1));
     let blurred = transformed_copies(&sample(1), &dir).remove(1).1;
-    let more = stdout_json(&fg(&g, &["enroll", "--name", "Ann", "--append", "--largest", path_str(&blurred)]));
+    let more = stdout_json(&fg(
+        &g,
+        &["enroll", "--name", "Ann", "--append", "--largest", path_str(&blurred)],
+    ));
     assert_eq!(more["templates"].as_array().unwrap().len(), 1);
     let list = stdout_json(&fg(&g, &["gallery", "list"]));
     assert_eq!(list["persons"][0]["name"], "Ann");
@@ -188,13 +226,19 @@ fn persists_across_processes_lists_shows_and_forgets() {
         live.refresh().unwrap();
         live.index().is_empty()
     });
-    assert!(live.candidates(&probe, 5).iter().all(|c| c.person_id != ann), "removed person still searchable");
+    assert!(
+        live.candidates(&probe, 5).iter().all(|c| c.person_id != ann),
+        "removed person still searchable"
+    );
     assert!(live.index().search_exact(&probe, 10).is_empty());
     assert!(live.index().search(&probe, 10).is_empty());
     for f in identify(&g, &sample(1)) {
         assert_ne!(f["decision"], "match");
     }
-    assert!(Store::open(&g).unwrap().embeddings_of(ann).unwrap().is_empty(), "templates deleted from the table");
+    assert!(
+        Store::open(&g).unwrap().embeddings_of(ann).unwrap().is_empty(),
+        "templates deleted from the table"
+    );
     fails_with(&fg(&g, &["gallery", "remove", "Ann"]), 4, "no person named");
     fails_with(&fg(&g, &["gallery", "show", "Ann"]), 4, "no person named");
 }
@@ -220,8 +264,16 @@ fn bad_enrollments_are_refused_with_the_reason() {
     let dir = scratch("gallery-bad");
     let g = gallery_in(&dir);
     enroll(&g, "Ann", &sample(1));
-    fails_with(&fg(&g, &["enroll", "--name", "Ann", "--largest", path_str(&sample(2))]), 4, "already enrolled");
-    fails_with(&fg(&g, &["enroll", "--name", "Dee", path_str(&sample(2))]), 4, "pass --largest");
+    fails_with(
+        &fg(&g, &["enroll", "--name", "Ann", "--largest", path_str(&sample(2))]),
+        4,
+        "already enrolled",
+    );
+    fails_with(
+        &fg(&g, &["enroll", "--name", "Dee", path_str(&sample(2))]),
+        4,
+        "pass --largest",
+    );
     let empty = dir.join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     fails_with(&fg(&g, &["enroll", "--name", "Dee", path_str(&empty)]), 4, "empty");
@@ -229,9 +281,15 @@ fn bad_enrollments_are_refused_with_the_reason() {
     let mut bytes = std::fs::read(sample(3)).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&corrupt, &bytes).unwrap();
-    fails_with(&fg(&g, &["enroll", "--name", "Dee", path_str(&corrupt)]), 4, "truncated");
+    fails_with(
+        &fg(&g, &["enroll", "--name", "Dee", path_str(&corrupt)]),
+        4,
+        "truncated",
+    );
     let wall = dir.join("wall.png");
-    RgbImage::from_pixel(400, 300, image::Rgb([90, 120, 90])).save(&wall).unwrap();
+    RgbImage::from_pixel(400, 300, image::Rgb([90, 120, 90]))
+        .save(&wall)
+        .unwrap();
     fails_with(&fg(&g, &["enroll", "--name", "Dee", path_str(&wall)]), 4, "no face");
     // A face too small for a trustworthy template: a sample shrunk onto a large canvas.
     let small = DynamicImage::ImageRgb8(image::open(sample(2)).unwrap().to_rgb8())
@@ -245,8 +303,19 @@ fn bad_enrollments_are_refused_with_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("too small") || stderr.contains("no face"), "{stderr}");
-    fails_with(&fg(&g, &["enroll", "--name", " ", path_str(&sample(2))]), 4, "invalid name");
-    fails_with(&fg(&g, &["enroll", "--name", "Dee", "--metadata", "[1]", path_str(&sample(2))]), 4, "JSON object");
+    fails_with(
+        &fg(&g, &["enroll", "--name", " ", path_str(&sample(2))]),
+        4,
+        "invalid name",
+    );
+    fails_with(
+        &fg(
+            &g,
+            &["enroll", "--name", "Dee", "--metadata", "[1]", path_str(&sample(2))],
+        ),
+        4,
+        "JSON object",
+    );
     // Nothing of the refused enrollments was stored.
     let list = stdout_json(&fg(&g, &["gallery", "list"]));
     assert_eq!(list["persons"].as_array().unwrap().len(), 1);
@@ -272,7 +341,18 @@ fn export_and_import_round_trip() {
     let dir = scratch("gallery-export");
     let g = gallery_in(&dir);
     let meta = r#"{"badge":1042}"#;
-    let out = stdout_json(&fg(&g, &["enroll", "--name", "Ann", "--largest", "--metadata", meta, path_str(&sample(1))]));
+    let out = stdout_json(&fg(
+        &g,
+        &[
+            "enroll",
+            "--name",
+            "Ann",
+            "--largest",
+            "--metadata",
+            meta,
+            path_str(&sample(1)),
+        ],
+    ));
     assert_eq!(out["person"]["name"], "Ann");
     let file = dir.join("export.json");
     stdout_json(&fg(&g, &["gallery", "export", path_str(&file)]));
@@ -284,12 +364,23 @@ fn export_and_import_round_trip() {
     fails_with(&fg(&g2, &["gallery", "import", path_str(&file)]), 4, "already enrolled");
     let junk = dir.join("junk.json");
     std::fs::write(&junk, "{\"hello\": 1}").unwrap();
-    fails_with(&fg(&g2, &["gallery", "import", path_str(&junk)]), 4, "not a facegate gallery export");
+    fails_with(
+        &fg(&g2, &["gallery", "import", path_str(&junk)]),
+        4,
+        "not a facegate gallery export",
+    );
 }
 
 fn spawn(gallery: &Path, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args(["--models", path_str(&models()), "--device", "cpu", "--gallery", path_str(gallery)])
+        .args([
+            "--models",
+            path_str(&models()),
+            "--device",
+            "cpu",
+            "--gallery",
+            path_str(gallery),
+        ])
         .args(args)
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
@@ -305,7 +396,10 @@ fn concurrent_enrollment_while_identifying() {
     enroll(&g, "Ann", &sample(1));
     let mut children = Vec::new();
     for (name, n) in [("Bob", 2u32), ("Cy", 4), ("Dee", 5), ("Eve", 6)] {
-        children.push(spawn(&g, &["enroll", "--name", name, "--largest", path_str(&sample(n))]));
+        children.push(spawn(
+            &g,
+            &["enroll", "--name", name, "--largest", path_str(&sample(n))],
+        ));
         children.push(spawn(&g, &["identify", path_str(&sample(1))]));
     }
     for c in children {
@@ -324,7 +418,9 @@ fn sigkill_during_enrollment_leaves_a_consistent_gallery() {
     let dir = scratch("gallery-kill");
     let g = gallery_in(&dir);
     enroll(&g, "Ann", &sample(1));
-    let photos: Vec<String> = (0..12).map(|i| path_str(&sample(2 + (i % 2) * 2)).to_string()).collect();
+    let photos: Vec<String> = (0..12)
+        .map(|i| path_str(&sample(2 + (i % 2) * 2)).to_string())
+        .collect();
     let mut outcomes = Vec::new();
     for (round, delay_ms) in [150u64, 400, 700, 1000, 1300, 1600, 2500, 4000].into_iter().enumerate() {
         let name = format!("Kill{round}");
@@ -337,10 +433,20 @@ fn sigkill_during_enrollment_leaves_a_consistent_gallery() {
         let store = Store::open(&g).unwrap();
         store.integrity_check().unwrap();
         let n = store.person(&name).unwrap().map(|p| p.templates);
-        assert!(n.is_none() || n == Some(12), "{name}: partial enrollment with {n:?} templates");
-        assert_eq!(store.person("Ann").unwrap().unwrap().templates, 1, "earlier data intact");
+        assert!(
+            n.is_none() || n == Some(12),
+            "{name}: partial enrollment with {n:?} templates"
+        );
+        assert_eq!(
+            store.person("Ann").unwrap().unwrap().templates,
+            1,
+            "earlier data intact"
+        );
         outcomes.push((delay_ms, status.success(), n));
     }
     eprintln!("kill outcomes (delay ms, exited cleanly, templates): {outcomes:?}");
-    assert!(identify(&g, &sample(1)).iter().any(|f| f["person"]["name"] == "Ann"), "{outcomes:?}");
+    assert!(
+        identify(&g, &sample(1)).iter().any(|f| f["person"]["name"] == "Ann"),
+        "{outcomes:?}"
+    );
 }

@@ -5,14 +5,12 @@ pub mod index;
 pub mod matcher;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::vision::embedder::EMBEDDING_DIM;
 use index::{IndexConfig, TemplateIndex};
 use matcher::{Candidate, Decision, QualityConfig};
 use store::{ChangeOp, ChangesSince, NewTemplate, Person, Store};
@@ -62,7 +60,10 @@ impl GalleryConfig {
             p.push("gallery.path: must name a file".into());
         }
         if !(-1.0..=1.0).contains(&self.threshold) {
-            p.push(format!("gallery.threshold: {} is not a cosine similarity (−1–1)", self.threshold));
+            p.push(format!(
+                "gallery.threshold: {} is not a cosine similarity (−1–1)",
+                self.threshold
+            ));
         }
         if !(0.0..=1.0).contains(&self.margin) {
             p.push(format!("gallery.margin: {} is not within 0–1", self.margin));
@@ -87,32 +88,7 @@ pub struct Gallery {
     seen_change: i64,
     model: String,
     cfg: GalleryConfig,
-    opened: OpenReport,
 }
-
-/// How the last (re)load of the index went.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OpenReport {
-    /// Live templates indexed.
-    pub templates: usize,
-    /// The saved graph was used (possibly caught up with later changes).
-    pub loaded_saved_index: bool,
-    /// Why a saved graph that was there was not used.
-    pub rebuilt_because: Option<String>,
-    /// Store changes applied on top of the saved graph.
-    pub caught_up: usize,
-    /// A new save was written.
-    pub saved: bool,
-    pub read_store_s: f64,
-    pub load_saved_s: f64,
-    pub build_s: f64,
-    pub save_s: f64,
-    pub total_s: f64,
-}
-
-/// A saved graph that needed this many changes applied (or more, relative to its size:
-/// one in a hundred templates) is saved again, so that the next open needs none.
-const RESAVE_AFTER_CHANGES: usize = 10_000;
 
 impl Gallery {
     /// Opens the gallery and indexes its templates. Refuses a gallery holding templates
@@ -126,7 +102,6 @@ impl Gallery {
             seen_change: 0,
             model: model.to_string(),
             cfg: cfg.clone(),
-            opened: OpenReport::default(),
         };
         g.reload()?;
         Ok(g)
@@ -146,173 +121,15 @@ impl Gallery {
         }
     }
 
-    /// (Re)builds the index from the store, or loads the graph saved next to it when that
-    /// matches the store: same change-log position or one the log still reaches (the
-    /// changes since are applied), and the same templates, persons and embeddings, bit for
-    /// bit. Anything else (absent, stale, corrupt, other settings) is logged and rebuilt,
-    /// and the new graph saved.
     fn reload(&mut self) -> Result<(), Error> {
-        let started = Instant::now();
         self.check_models()?;
-        let seen = self.store.latest_change()?;
+        self.seen_change = self.store.latest_change()?;
         self.names = self.store.persons()?.into_iter().map(|p| (p.id, p.name)).collect();
-        let mut report = OpenReport::default();
-        let persist = self.cfg.index.persist;
-        let path = self.cfg.path.clone();
-
-        // The saved graph first: hnsw_rs' loading tables are gone before the rows come in.
-        let t = Instant::now();
-        let saved = if persist {
-            TemplateIndex::load(&self.cfg.index, &path)
-        } else {
-            Ok(None)
-        };
-        report.load_saved_s = t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        let mut ids: Vec<(i64, i64)> = Vec::new();
-        let mut vectors: Vec<f32> = Vec::new();
-        self.store.for_each_template(|t, p, v| {
-            ids.push((t, p));
-            vectors.extend_from_slice(&v);
-        })?;
-        report.read_store_s = t.elapsed().as_secs_f64();
-
-        let loaded = match saved {
-            Ok(None) => None,
-            Err(why) => Some(Err(why)),
-            Ok(Some((idx, at))) => {
-                let t = Instant::now();
-                let r = self.catch_up(idx, at, seen, &ids, &vectors);
-                report.load_saved_s += t.elapsed().as_secs_f64();
-                Some(r)
-            }
-        };
-        let index = match loaded {
-            Some(Ok((idx, applied))) => {
-                report.loaded_saved_index = true;
-                report.caught_up = applied;
-                if applied > 0 && (applied >= RESAVE_AFTER_CHANGES || applied * 100 >= idx.len()) {
-                    self.save_index(&idx, seen, &mut report);
-                }
-                idx
-            }
-            other => {
-                if let Some(Err(why)) = other {
-                    tracing::warn!(
-                        "{}: saved search index not used ({why}); rebuilding it",
-                        path.display()
-                    );
-                    report.rebuilt_because = Some(why);
-                }
-                let t = Instant::now();
-                let idx = TemplateIndex::from_rows(self.cfg.index.clone(), &ids, vectors);
-                report.build_s = t.elapsed().as_secs_f64();
-                if persist && idx.uses_graph() {
-                    self.save_index(&idx, seen, &mut report);
-                } else if persist && report.rebuilt_because.is_some() {
-                    index::remove_saved(&path);
-                }
-                idx
-            }
-        };
-        report.templates = index.len();
-        report.total_s = started.elapsed().as_secs_f64();
-        tracing::info!(
-            "{}: {} templates indexed in {:.1} s ({})",
-            path.display(),
-            report.templates,
-            report.total_s,
-            if report.loaded_saved_index { "saved graph" } else { "built" }
-        );
-        self.index = index;
-        self.seen_change = seen;
-        self.opened = report;
+        let mut items = Vec::new();
+        self.store.for_each_template(|t, p, v| items.push((t, p, v)))?;
+        self.index = TemplateIndex::new(self.cfg.index.clone());
+        self.index.extend(items);
         Ok(())
-    }
-
-    fn save_index(&self, idx: &TemplateIndex, seen: i64, report: &mut OpenReport) {
-        let t = Instant::now();
-        match idx.save(&self.cfg.path, seen) {
-            Ok(_) => report.saved = true,
-            Err(e) => tracing::warn!(
-                "{}: could not save the search index ({e}); the next open builds it again (gallery.index.persist = false stops trying)",
-                self.cfg.path.display()
-            ),
-        }
-        report.save_s = t.elapsed().as_secs_f64();
-    }
-
-    /// Brings an index saved at change `at` up to change `seen` of the store and checks it
-    /// against the store's templates (`ids` and row-major `vectors`, read after `seen`).
-    /// Returns it with the number of changes applied, or why it cannot be used.
-    fn catch_up(
-        &self,
-        mut idx: TemplateIndex,
-        at: i64,
-        seen: i64,
-        ids: &[(i64, i64)],
-        vectors: &[f32],
-    ) -> Result<(TemplateIndex, usize), String> {
-        if at > seen {
-            return Err(format!(
-                "it was saved at change {at} but the store's newest change is {seen}: another gallery's, or the database was restored"
-            ));
-        }
-        let log = |r: Result<ChangesSince, Error>| match r {
-            Ok(ChangesSince::Changes(c)) => Ok(c),
-            Ok(ChangesSince::Gap) => Err(format!(
-                "it was saved at change {at} and the store's change log no longer reaches back that far"
-            )),
-            Err(e) => Err(e.to_string()),
-        };
-        let changes: Vec<_> = if at < seen {
-            log(self.store.changes_since(at))?
-                .into_iter()
-                .filter(|c| c.seq <= seen)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if !changes.is_empty() {
-            let added: HashSet<i64> = changes
-                .iter()
-                .filter(|c| c.op == ChangeOp::Add)
-                .map(|c| c.template_id)
-                .collect();
-            let rows: HashMap<i64, usize> = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, (t, _))| added.contains(t))
-                .map(|(i, &(t, _))| (t, i))
-                .collect();
-            // Runs of additions go in together (in parallel); order is kept otherwise.
-            let mut batch = Vec::new();
-            for c in &changes {
-                match c.op {
-                    ChangeOp::Add => {
-                        // Absent from the store: removed again later, by a change to come.
-                        if let Some(&i) = rows.get(&c.template_id) {
-                            let v = vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].to_vec();
-                            batch.push((c.template_id, ids[i].1, v));
-                        }
-                    }
-                    ChangeOp::Del => {
-                        idx.extend(std::mem::take(&mut batch));
-                        idx.remove_template(c.template_id);
-                    }
-                }
-            }
-            idx.extend(batch);
-        }
-        // Changes committed while the rows were being read are applied by the next
-        // refresh(); their templates are not compared.
-        let in_flight: HashSet<i64> = log(self.store.changes_since(seen))?
-            .into_iter()
-            .map(|c| c.template_id)
-            .collect();
-        idx.verify_against(ids, vectors, &in_flight)?;
-        Ok((idx, changes.len()))
     }
 
     /// Applies enrollments and removals made since the last look (by any process).
@@ -359,11 +176,6 @@ impl Gallery {
 
     pub fn index(&self) -> &TemplateIndex {
         &self.index
-    }
-
-    /// How the index was obtained when the gallery was (re)loaded last.
-    pub fn open_report(&self) -> &OpenReport {
-        &self.opened
     }
 
     /// Stores the templates (one transaction) and indexes them.
