@@ -33,11 +33,13 @@ pub struct Timing {
     pub mean_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
     pub samples: usize,
 }
 
 impl Timing {
-    fn from_samples(mut per_item_ms: Vec<f64>) -> Timing {
+    pub(crate) fn from_samples(mut per_item_ms: Vec<f64>) -> Timing {
         per_item_ms.sort_by(f64::total_cmp);
         let n = per_item_ms.len().max(1);
         let at = |q: f64| {
@@ -50,6 +52,8 @@ impl Timing {
             mean_ms: per_item_ms.iter().sum::<f64>() / n as f64,
             p50_ms: at(0.5),
             p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: per_item_ms.last().copied().unwrap_or(0.0),
             samples: per_item_ms.len(),
         }
     }

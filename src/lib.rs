@@ -1,6 +1,7 @@
 //! facegate: face recognition for door cameras and edge boxes.
 
 pub mod bench;
+pub mod bench_gallery;
 pub mod cli;
 pub mod config;
 pub mod engine;

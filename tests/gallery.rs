@@ -450,3 +450,40 @@ fn sigkill_during_enrollment_leaves_a_consistent_gallery() {
         "{outcomes:?}"
     );
 }
+
+/// The scale benchmark at a small size: it runs, takes the two-stage path above
+/// `exact_below`, and agrees with exact search (the full 1M run is in the README).
+#[test]
+fn bench_gallery_two_stage_agrees_with_exact_search() {
+    let dir = scratch("gallery-bench");
+    let out_dir = dir.join("bench");
+    for (graph_above, uses_graph) in [("50000", false), ("0", true)] {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let out = facegate(
+            &[
+                "--json",
+                "bench-gallery",
+                "--persons",
+                "300",
+                "--templates-per-person",
+                "80",
+                "--queries",
+                "200",
+                "--out",
+                path_str(&out_dir),
+            ],
+            &[("FACEGATE__GALLERY__INDEX__GRAPH_ABOVE", graph_above)],
+        );
+        let r = stdout_json(&out);
+        assert_eq!(r["templates"], 24_000);
+        assert_eq!(r["two_stage"], true);
+        assert_eq!(r["prototype_graph"], uses_graph);
+        assert!(r["recall1_person"].as_f64().unwrap() >= 0.99, "{r}");
+        assert!(r["decision_agrees"].as_f64().unwrap() >= 0.99, "{r}");
+        assert!(r["search"]["samples"] == 200);
+    }
+    // An existing output folder is refused with one clear line.
+    let out = facegate(&["bench-gallery", "--out", path_str(&out_dir)], &[]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

@@ -65,6 +65,8 @@ pub enum Command {
     ValidateConfig,
     /// Time the detector and the embedder on CPU or CUDA.
     Bench(crate::bench::BenchArgs),
+    /// Time the gallery at scale on synthetic embeddings: write, open, search, recall.
+    BenchGallery(crate::bench_gallery::BenchGalleryArgs),
 }
 
 /// Entry point of the binary.
@@ -133,6 +135,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
+        Command::BenchGallery(args) => crate::bench_gallery::run(&cfg, args, cli.json),
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),

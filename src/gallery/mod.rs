@@ -125,10 +125,11 @@ impl Gallery {
         self.check_models()?;
         self.seen_change = self.store.latest_change()?;
         self.names = self.store.persons()?.into_iter().map(|p| (p.id, p.name)).collect();
-        let mut items = Vec::new();
-        self.store.for_each_template(|t, p, v| items.push((t, p, v)))?;
-        self.index = TemplateIndex::new(self.cfg.index.clone());
-        self.index.extend(items);
+        let mut index = TemplateIndex::new(self.cfg.index.clone());
+        index.reserve(self.store.template_count()?);
+        self.store.for_each_template(|t, p, v| index.stage(t, p, &v))?;
+        index.settle();
+        self.index = index;
         Ok(())
     }
 

@@ -259,6 +259,11 @@ impl Store {
         self.db(v)
     }
 
+    pub fn template_count(&self) -> Result<usize, Error> {
+        let n: i64 = self.db(self.conn.query_row("SELECT COUNT(*) FROM templates", [], |r| r.get(0)))?;
+        Ok(n as usize)
+    }
+
     /// Calls `f(template id, person id, embedding)` for every template, in id order.
     pub fn for_each_template(&self, mut f: impl FnMut(i64, i64, Vec<f32>)) -> Result<(), Error> {
         let mut stmt = self.db(self
