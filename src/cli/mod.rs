@@ -46,6 +46,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: cameras → faces → identity events over MQTT.
+    Run,
+    /// Print identity events from the broker as they arrive.
+    Watch {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Compose a demo video (MP4) from the sample photos.
+    #[command(hide = true)]
+    MakeVideo {
+        /// Output file (.mp4).
+        out: PathBuf,
+        /// Seconds of video.
+        #[arg(long, default_value_t = 16)]
+        seconds: u32,
+    },
     /// Find faces in an image: boxes, scores and five landmarks.
     Detect { image: PathBuf },
     /// Find faces and compute each one's 128-d encoding.
@@ -70,7 +87,8 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The daemon says what it does; one-shot commands only warn.
+    init_tracing(if matches!(cli.command, Command::Run) { "info" } else { "warn" });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -81,9 +99,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, warnings and up unless `FACEGATE_LOG` (tracing's filter syntax) says otherwise.
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACEGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -133,11 +151,32 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
+        Command::Run => runtime()?.block_on(crate::app::run(cfg)),
+        Command::Watch { count } => runtime()?.block_on(crate::events::watch(&cfg.mqtt, cli.json, *count)),
+        Command::MakeVideo { out, seconds } => {
+            crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
+            let samples: Vec<PathBuf> = (1..=6).map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg"))).collect();
+            let opts = crate::video::synth::DemoVideoOptions { seconds: *seconds, ..Default::default() };
+            let info = crate::video::synth::make_demo_video(&samples, out, &opts)
+                .map_err(|reason| Error::Input { path: out.clone(), reason })?;
+            print(cli.json, &json!({"video": out.display().to_string(), "segments": info.segments.len()}), || {
+                format!("wrote {} ({} segments)", out.display(), info.segments.len())
+            });
+            Ok(())
+        }
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
         Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(vec![format!("cannot start the async runtime: {e}")]))
 }
 
 pub(crate) fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {

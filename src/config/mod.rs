@@ -19,6 +19,28 @@ pub struct Config {
     pub detector: DetectorConfig,
     pub recognition: RecognitionConfig,
     pub gallery: crate::gallery::GalleryConfig,
+    pub tracker: crate::track::TrackerConfig,
+    pub mqtt: crate::events::MqttConfig,
+    pub admin: crate::admin::AdminConfig,
+    pub daemon: DaemonConfig,
+    pub cameras: Vec<crate::video::CameraConfig>,
+}
+
+/// How the daemon runs as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// On SIGTERM: how long to keep delivering queued events before exiting.
+    pub shutdown_grace_s: u64,
+    /// Frames that may wait for the detector, over all cameras; live cameras drop frames
+    /// beyond it, replays wait.
+    pub frame_queue: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { shutdown_grace_s: 10, frame_queue: 8 }
+    }
 }
 
 /// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
@@ -234,6 +256,18 @@ impl Config {
             ));
         }
         p.extend(self.gallery.validate());
+        p.extend(self.tracker.validate("tracker"));
+        p.extend(self.mqtt.validate("mqtt"));
+        if self.daemon.frame_queue == 0 {
+            p.push("daemon.frame_queue: must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            p.extend(cam.validate(&format!("cameras[{i}]")));
+            if !names.insert(cam.name.as_str()) {
+                p.push(format!("cameras[{i}].name: {:?} is used by another camera", cam.name));
+            }
+        }
         if self.inference.embed_batch == 0 {
             p.push("inference.embed_batch: must be at least 1".into());
         }
