@@ -78,11 +78,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             .map_err(|e| Error::Config(vec![format!("cannot start the recognition thread: {e}")]))?
     };
 
-    // Cameras.
+    // Cameras start once the models are loaded and the gallery is open: until then a
+    // replay's frames would only wait and a live stream's would go stale. When loading
+    // fails, none start; the main loop sees the recognition thread gone and stops.
+    let loaded = || health.models.load(Ordering::Relaxed) && health.gallery.load(Ordering::Relaxed);
+    while !loaded() && !worker.is_finished() && !shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (update_tx, mut update_rx) = mpsc::unbounded_channel::<CameraUpdate>();
     let camera_stop = shutdown.child_token();
     let mut camera_threads = Vec::new();
-    for (cam_cfg, entry) in cfg.cameras.iter().zip(cameras.iter()) {
+    let camera_configs = if loaded() { cfg.cameras.as_slice() } else { &[] };
+    for (cam_cfg, entry) in camera_configs.iter().zip(cameras.iter()) {
         match crate::video::spawn_camera(
             cam_cfg.clone(),
             frame_tx.clone(),
@@ -306,11 +313,11 @@ fn recognition_loop(
             let result = rec.command(&mut engine, &mut gallery, cmd);
             publisher.command_result(result);
         }
-        // Frames until the queue is empty and the cameras are gone, or until told to stop.
+        // Frames until told to stop, then those still queued. With no camera left (none
+        // configured, or every file finished) it keeps serving commands until then.
         let frame = match frames.try_recv() {
             Ok(f) => f,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
+            Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
                 if stop.is_cancelled() {
                     break;
                 }

@@ -87,6 +87,8 @@ struct Setup {
     dir: PathBuf,
     gallery: PathBuf,
     config: PathBuf,
+    /// Port of the admin endpoints.
+    admin: u16,
 }
 
 /// A gallery with Ann (the largest face of sample1, shown first in the demo video) and a
@@ -97,15 +99,15 @@ fn setup(name: &str, mqtt_port: u16, camera_toml: &str) -> Setup {
     let o = facegate(&["--gallery", path_str(&gallery), "enroll", "--name", "Ann", "--largest", path_str(&sample(1))], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let config = dir.join("facegate.toml");
+    let admin = free_port();
     let toml = format!(
         "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\noutbox_path = \"{outbox}\"\nstats_interval_s = 1\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n\
          [gallery]\npath = \"{gallery}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[daemon]\nshutdown_grace_s = 5\n{camera_toml}",
         outbox = dir.join("outbox.db").display(),
         gallery = gallery.display(),
-        admin = free_port(),
     );
     std::fs::write(&config, toml).unwrap();
-    Setup { dir, gallery, config }
+    Setup { dir, gallery, config, admin }
 }
 
 fn file_camera(video: &Path, realtime: bool) -> String {
@@ -143,12 +145,32 @@ fn log(s: &Setup) -> String {
     std::fs::read_to_string(s.dir.join("daemon.log")).unwrap_or_default()
 }
 
+/// A plain HTTP/1.0 GET on the admin port: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin port answers");
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    c.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("HTTP status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 fn sigterm(child: &Child) {
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
 }
 
-/// Every field of DESIGN.md §3's event, with its type.
+/// Every field of DESIGN.md §3's event, with its type, and nothing else.
 fn assert_event_schema(e: &Value) {
+    let mut keys: Vec<&str> = e.as_object().expect("event is an object").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let want = [
+        "box", "camera", "event_id", "frames", "liveness", "person", "pts_ms", "similarity", "threshold", "timestamp",
+        "track_id", "type",
+    ];
+    assert_eq!(keys, want, "{e}");
     let s = |k: &str| e[k].as_str().unwrap_or_else(|| panic!("{k} not a string: {e}")).to_string();
     assert_eq!(s("event_id").len(), 36, "UUID: {e}");
     assert!(["recognized", "unknown", "spoof"].contains(&s("type").as_str()), "{e}");
@@ -240,11 +262,16 @@ fn broker_outage_mid_replay_loses_no_event() {
 
     let mut broker = Mosquitto::start(Persistence::OnExit);
     let sub = Subscriber::start(broker.port, "sub-outage");
-    let s = setup("daemon-outage", broker.port, &file_camera(&demo_video(), true));
+    // realtime = false like the undisturbed run: the same frames, so the same decisions.
+    let s = setup("daemon-outage", broker.port, &file_camera(&demo_video(), false));
+    // Long enough for the backlog to go out even if the replay ends during the outage.
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replace("shutdown_grace_s = 5", "shutdown_grace_s = 60");
+    std::fs::write(&s.config, cfg).unwrap();
     let mut daemon = start_daemon(&s);
     sub.wait_until("a first event", Duration::from_secs(120), |s| !s.events().is_empty());
     broker.stop();
     std::thread::sleep(Duration::from_secs(3));
+    assert!(daemon.try_wait().unwrap().is_none(), "the replay ended before the outage was over:\n{}", log(&s));
     broker.run();
     let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
     assert!(status.success(), "{}", log(&s));
@@ -253,6 +280,7 @@ fn broker_outage_mid_replay_loses_no_event() {
     for e in &events {
         assert_event_schema(e);
     }
+    assert!(log(&s).contains("lost the MQTT connection"), "the daemon saw the outage:\n{}", log(&s));
     assert_eq!(decisions(&events), decisions(&undisturbed), "events differ from an undisturbed run");
 }
 
@@ -281,7 +309,14 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
     let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
     assert!(status.success(), "{}", log(&s));
     let outbox = rusqlite::Connection::open(s.dir.join("outbox.db")).unwrap();
-    let left: i64 = outbox.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+    let stored: Vec<String> = outbox
+        .prepare("SELECT payload FROM outbox ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|p| serde_json::from_slice::<Value>(&p.unwrap()).unwrap()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let left = stored.len() as i64;
     assert!(left > 0, "events kept for later");
     drop(outbox);
     // A restart with the broker present delivers them, in order, before anything new.
@@ -290,11 +325,21 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
     let empty = s.dir.join("empty.toml");
     let cfg = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&empty, cfg.split("[[cameras]]").next().unwrap()).unwrap();
-    let later = Setup { dir: s.dir.clone(), gallery: s.gallery.clone(), config: empty };
+    let later = Setup { dir: s.dir.clone(), gallery: s.gallery.clone(), config: empty, admin: s.admin };
     let mut daemon = start_daemon(&later);
     sub.wait_until("the backlog", Duration::from_secs(30), |x| x.events().len() as i64 >= left);
+    let mut received: Vec<String> = Vec::new();
+    for e in sub.events() {
+        let id = e["event_id"].as_str().unwrap().to_string();
+        if !received.contains(&id) {
+            received.push(id);
+        }
+    }
+    assert_eq!(received, stored, "the backlog arrives whole and in order");
+    // With no camera it keeps running (commands, backlog) until told to stop.
+    assert!(daemon.try_wait().unwrap().is_none(), "a daemon without cameras exited:\n{}", log(&later));
     sigterm(&daemon);
-    assert!(wait_exit(&mut daemon, &later, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut daemon, &later, Duration::from_secs(30)).success(), "{}", log(&later));
 }
 
 #[test]
@@ -313,6 +358,24 @@ fn a_broken_camera_does_not_stop_a_working_one() {
         x.events().iter().any(|e| e["type"] == "recognized")
     });
     assert!(sub.messages("/yard/status").iter().all(|m| m == "offline"), "{:?}", sub.messages("/yard/status"));
+    // The admin endpoints tell the same story.
+    assert_eq!(http_get(s.admin, "/live").0, 200);
+    let (code, body) = http_get(s.admin, "/ready");
+    assert_eq!(code, 503, "not ready while a camera is down: {body}");
+    let ready: Value = serde_json::from_str(&body).expect("/ready is JSON");
+    assert_eq!(ready["parts"]["broker"], true, "{ready}");
+    assert_eq!(ready["parts"]["models"], true, "{ready}");
+    let (code, metrics) = http_get(s.admin, "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "facegate_frames_total{camera=\"door\"}",
+        "facegate_events_total{camera=\"door\",kind=\"recognized\"} ",
+        "facegate_camera_online{camera=\"yard\"} 0",
+        "facegate_broker_connected 1",
+        "facegate_inference_seconds_bucket{",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics:\n{metrics}");
+    }
     sigterm(&daemon);
     assert!(wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(), "{}", log(&s));
     assert!(log(&s).contains("yard"), "the broken camera is logged");

@@ -763,7 +763,7 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
     let watching = tokio::spawn({
         let mut cfg = cfg.clone();
         cfg.client_id = "watcher".into();
-        async move { facegate::events::watch(&cfg, true, Some(4)).await }
+        async move { facegate::events::watch(&cfg, true, Some(4), Duration::ZERO).await }
     });
     // Live events until it has had its four (it may subscribe after the first ones).
     let deadline = Instant::now() + WAIT;
@@ -781,11 +781,35 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
 
     let mut unreachable = cfg.clone();
     unreachable.port = free_port();
-    let err = facegate::events::watch(&unreachable, false, None)
+    let err = facegate::events::watch(&unreachable, false, None, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot connect to the MQTT broker"), "{err}");
+    publisher.shutdown(Duration::from_secs(1)).await;
+
+    // Started before its broker, with time to wait: it connects once the broker is up.
+    let later = TempDir::new("watch-later");
+    let mut early = config(free_port(), later.path(), "fg8b");
+    early.client_id = "watcher-early".into();
+    let watching = tokio::spawn({
+        let cfg = early.clone();
+        async move { facegate::events::watch(&cfg, true, Some(1), Duration::from_secs(60)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watching.is_finished(), "watch gave up while told to wait");
+    let _broker = Mosquitto::start_on(early.port, Persistence::Off);
+    let mut daemon_side = early.clone();
+    daemon_side.client_id = "daemon-late".into();
+    let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
+        .await
+        .unwrap();
+    // `available` is retained: watch prints it whenever it subscribes, and returns.
+    tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .expect("watch connected once the broker was up")
+        .unwrap()
+        .unwrap();
     publisher.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -50,9 +50,13 @@ pub enum Command {
     Run,
     /// Print identity events from the broker as they arrive.
     Watch {
-        /// Stop after this many events.
+        /// Stop after this many messages.
         #[arg(long)]
         count: Option<usize>,
+        /// Keep trying to reach the broker for this many seconds at start, e.g. while
+        /// `facegate run` starts its in-process broker.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+        wait: f64,
     },
     /// Compose a demo video (MP4) from the sample photos.
     #[command(hide = true)]
@@ -88,7 +92,9 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon says what it does; one-shot commands only warn.
-    init_tracing(if matches!(cli.command, Command::Run) { "info" } else { "warn" });
+    // rumqttd (the in-process broker) logs every client disconnect as an error: silenced
+    // unless FACEGATE_LOG asks for it.
+    init_tracing(if matches!(cli.command, Command::Run) { "info,rumqttd=off" } else { "warn,rumqttd=off" });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -105,6 +111,8 @@ fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in journald or log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -152,7 +160,11 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
         Command::Run => runtime()?.block_on(crate::app::run(cfg)),
-        Command::Watch { count } => runtime()?.block_on(crate::events::watch(&cfg.mqtt, cli.json, *count)),
+        Command::Watch { count, wait } => {
+            let wait = std::time::Duration::try_from_secs_f64(*wait)
+                .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
+            runtime()?.block_on(crate::events::watch(&cfg.mqtt, cli.json, *count, wait))
+        }
         Command::MakeVideo { out, seconds } => {
             crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
             let samples: Vec<PathBuf> = (1..=6).map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg"))).collect();

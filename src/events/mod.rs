@@ -36,7 +36,7 @@ mod tests {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Publisher>();
         let cfg = MqttConfig::default();
-        send(&watch(&cfg, false, None));
+        send(&watch(&cfg, false, None, std::time::Duration::ZERO));
         send(&Publisher::start(&cfg, &[], tokio_util::sync::CancellationToken::new()));
     }
 }

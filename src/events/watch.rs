@@ -13,14 +13,24 @@ use super::link::{self, Session};
 use super::model::{Event, EventKind, TopicKind, Topics};
 use crate::error::Error;
 
+/// How often `watch` tries to reach a broker that is not up yet, within `connect_wait`.
+const CONNECT_POLL: Duration = Duration::from_millis(50);
+
 /// Prints events, camera status and availability as they arrive: readable lines such as
 /// `12:03:04.120 door  recognized  Ann  (0.71, track 3, 12 frames)`, or with `json` one JSON
 /// object per line (an event exactly as published; status as `{"topic","camera","status"}`,
 /// availability as `{"topic","available"}`). Retained messages are printed first.
 ///
 /// Returns after `stop_after` messages, on Ctrl-C, or when stdout is closed. Fails when the
-/// broker cannot be reached at start; later outages are retried with backoff.
-pub async fn watch(cfg: &MqttConfig, json: bool, stop_after: Option<usize>) -> Result<(), Error> {
+/// broker cannot be reached at start, after trying for `connect_wait` (which lets `watch`
+/// start before `facegate run` brings up its in-process broker); later outages are retried
+/// with backoff.
+pub async fn watch(
+    cfg: &MqttConfig,
+    json: bool,
+    stop_after: Option<usize>,
+    connect_wait: Duration,
+) -> Result<(), Error> {
     let problems = cfg.validate("mqtt");
     if !problems.is_empty() {
         return Err(Error::Config(problems));
@@ -40,6 +50,7 @@ pub async fn watch(cfg: &MqttConfig, json: bool, stop_after: Option<usize>) -> R
     let mut connected_once = false;
     let mut outage = false;
     let mut printed = 0usize;
+    let started = tokio::time::Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -83,6 +94,14 @@ pub async fn watch(cfg: &MqttConfig, json: bool, stop_after: Option<usize>) -> R
             }
             Ok(_) => {}
             Err(e) => {
+                if !connected_once && started.elapsed() < connect_wait {
+                    // Not up yet: try again soon (it is about to start, not overloaded).
+                    tokio::select! {
+                        _ = tokio::time::sleep(CONNECT_POLL) => {}
+                        _ = &mut ctrl_c => return Ok(()),
+                    }
+                    continue;
+                }
                 if !connected_once {
                     let hint = if cfg.host.is_none() {
                         " (no mqtt.host is set: is `facegate run` with its in-process broker running?)"
