@@ -30,7 +30,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -109,19 +112,47 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("frames", "Frames handed on for detection", m.frames.clone());
-        registry.register("frames_dropped", "Frames dropped because the pipeline was busy", m.frames_dropped.clone());
+        registry.register(
+            "frames_dropped",
+            "Frames dropped because the pipeline was busy",
+            m.frames_dropped.clone(),
+        );
         registry.register("detections", "Faces detected", m.detections.clone());
         registry.register("embeddings", "Faces embedded", m.embeddings.clone());
         registry.register("events", "Identity events by type", m.events.clone());
         registry.register("errors", "Errors by kind", m.errors.clone());
         registry.register("inference_seconds", "Time per inference stage", m.latency.clone());
-        registry.register("frame_to_publish_seconds", "From frame capture to event queued for MQTT", m.frame_to_publish.clone());
+        registry.register(
+            "frame_to_publish_seconds",
+            "From frame capture to event queued for MQTT",
+            m.frame_to_publish.clone(),
+        );
         registry.register("queue_depth", "Frames waiting per camera", m.queue_depth.clone());
-        registry.register("camera_online", "1 while the camera delivers frames", m.camera_online.clone());
-        registry.register("camera_restarts", "Pipeline restarts per camera", m.camera_restarts.clone());
-        registry.register("outbox_depth", "Events stored and not yet acknowledged by the broker", m.outbox_depth.clone());
-        registry.register("broker_connected", "1 while connected to the MQTT broker", m.broker_connected.clone());
-        registry.register("gallery_templates", "Templates in the search index", m.gallery_templates.clone());
+        registry.register(
+            "camera_online",
+            "1 while the camera delivers frames",
+            m.camera_online.clone(),
+        );
+        registry.register(
+            "camera_restarts",
+            "Pipeline restarts per camera",
+            m.camera_restarts.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Events stored and not yet acknowledged by the broker",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while connected to the MQTT broker",
+            m.broker_connected.clone(),
+        );
+        registry.register(
+            "gallery_templates",
+            "Templates in the search index",
+            m.gallery_templates.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -130,11 +161,17 @@ impl Metrics {
     }
 
     pub fn observe(&self, stage: &str, seconds: f64) {
-        self.latency.get_or_create(&StageLabel { stage: stage.to_string() }).observe(seconds);
+        self.latency
+            .get_or_create(&StageLabel {
+                stage: stage.to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn camera(&self, camera: &str) -> CameraLabel {
-        CameraLabel { camera: camera.to_string() }
+        CameraLabel {
+            camera: camera.to_string(),
+        }
     }
 
     /// The Prometheus text exposition.
@@ -173,17 +210,28 @@ async fn live() -> &'static str {
 
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let r = (state.probe)();
-    let code = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(serde_json::json!({"ready": r.ready(), "parts": r})))
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     (state.probe)();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new().route("/live", get(live)).route("/ready", get(ready)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Binds the listener (so a port conflict is an error at start) and serves until `shutdown`.
@@ -197,7 +245,9 @@ pub async fn serve(
         .map_err(|e| Error::Config(vec![format!("admin.listen: cannot listen on {}: {e}", cfg.listen)]))?;
     let app = router(state);
     Ok(tokio::spawn(async move {
-        let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server stopped");
         }
@@ -212,19 +262,35 @@ mod tests {
     fn metrics_render_in_prometheus_text() {
         let m = Metrics::new();
         m.frames.get_or_create(&m.camera("door")).inc_by(3);
-        m.events.get_or_create(&EventLabel { camera: "door".into(), kind: "recognized".into() }).inc();
+        m.events
+            .get_or_create(&EventLabel {
+                camera: "door".into(),
+                kind: "recognized".into(),
+            })
+            .inc();
         m.observe("detect", 0.012);
         m.outbox_depth.set(2);
         let text = m.encode();
         assert!(text.contains("facegate_frames_total{camera=\"door\"} 3"), "{text}");
-        assert!(text.contains("facegate_events_total{camera=\"door\",kind=\"recognized\"} 1"), "{text}");
-        assert!(text.contains("facegate_inference_seconds_count{stage=\"detect\"} 1"), "{text}");
+        assert!(
+            text.contains("facegate_events_total{camera=\"door\",kind=\"recognized\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("facegate_inference_seconds_count{stage=\"detect\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("facegate_outbox_depth 2"), "{text}");
     }
 
     #[test]
     fn readiness_needs_every_part() {
-        let mut r = Readiness { models: true, gallery: true, broker: true, cameras: vec![("door".into(), true)] };
+        let mut r = Readiness {
+            models: true,
+            gallery: true,
+            broker: true,
+            cameras: vec![("door".into(), true)],
+        };
         assert!(r.ready());
         r.cameras.push(("yard".into(), false));
         assert!(!r.ready());

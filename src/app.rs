@@ -29,6 +29,9 @@ use crate::gallery::store::NewTemplate;
 use crate::track::{Decision, Evaluation, Tracker, Verdict};
 use crate::video::{CameraStats, CameraStatus, CameraUpdate, Frame};
 
+/// How long the in-process broker outlives the publisher's shutdown.
+const EMBEDDED_BROKER_LINGER: Duration = Duration::from_millis(500);
+
 /// Shared view of the daemon's health for `/ready`, stats and systemd.
 #[derive(Default)]
 struct Health {
@@ -69,8 +72,13 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let (frame_tx, frame_rx) = mpsc::channel::<Frame>(cfg.daemon.frame_queue);
     let worker_stop = CancellationToken::new();
     let worker = {
-        let (cfg, metrics, health, publisher, stop) =
-            (cfg.clone(), metrics.clone(), health.clone(), publisher.clone(), worker_stop.clone());
+        let (cfg, metrics, health, publisher, stop) = (
+            cfg.clone(),
+            metrics.clone(),
+            health.clone(),
+            publisher.clone(),
+            worker_stop.clone(),
+        );
         let cameras = cameras.clone();
         std::thread::Builder::new()
             .name("recognition".into())
@@ -137,17 +145,23 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
 
     // Admin endpoints.
     let readiness = {
-        let (health, publisher, cameras, metrics) = (health.clone(), publisher.clone(), cameras.clone(), metrics.clone());
+        let (health, publisher, cameras, metrics) =
+            (health.clone(), publisher.clone(), cameras.clone(), metrics.clone());
         move || {
             metrics.outbox_depth.set(publisher.outbox_depth() as i64);
             metrics.broker_connected.set(publisher.connected() as i64);
-            metrics.gallery_templates.set(health.templates.load(Ordering::Relaxed) as i64);
+            metrics
+                .gallery_templates
+                .set(health.templates.load(Ordering::Relaxed) as i64);
             let mut cams = Vec::new();
             for c in cameras.iter() {
                 let label = metrics.camera(&c.name);
                 let online = c.stats.online.load(Ordering::Relaxed);
                 metrics.camera_online.get_or_create(&label).set(online as i64);
-                metrics.camera_restarts.get_or_create(&label).set(c.stats.restarts.load(Ordering::Relaxed) as i64);
+                metrics
+                    .camera_restarts
+                    .get_or_create(&label)
+                    .set(c.stats.restarts.load(Ordering::Relaxed) as i64);
                 cams.push((c.name.clone(), online));
             }
             Readiness {
@@ -161,7 +175,10 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let probe: Arc<dyn Fn() -> Readiness + Send + Sync> = Arc::new(readiness);
     if cfg.admin.enabled {
         let probe = probe.clone();
-        let state = Arc::new(AdminState { metrics: metrics.clone(), probe: Box::new(move || probe()) });
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            probe: Box::new(move || probe()),
+        });
         crate::admin::serve(&cfg.admin, state, shutdown.clone()).await?;
     }
 
@@ -207,7 +224,11 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Main loop: systemd readiness and watchdog until shutdown.
     let mut notified_ready = false;
     let watchdog = watchdog_interval();
-    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500)));
+    let mut tick = tokio::time::interval(
+        watchdog
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500)),
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -240,11 +261,19 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let worker_result = tokio::task::spawn_blocking(move || worker.join()).await;
     let grace = Duration::from_secs(cfg.daemon.shutdown_grace_s);
     let report = publisher.shutdown(grace).await;
+    if cfg.mqtt.host.is_none() {
+        // The in-process broker ends with this process: give its subscribers a moment to
+        // receive the last messages (final events, `offline`) before it goes.
+        tokio::time::sleep(EMBEDDED_BROKER_LINGER).await;
+    }
     tracing::info!(?report, "stopped");
     match worker_result {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e),
-        _ => Err(Error::Inference { model: "recognition", reason: "the recognition thread panicked".into() }),
+        _ => Err(Error::Inference {
+            model: "recognition",
+            reason: "the recognition thread panicked".into(),
+        }),
     }
 }
 
@@ -295,7 +324,13 @@ fn recognition_loop(
     let mut gallery = Gallery::open(&cfg.gallery, engine.model_id())?;
     health.gallery.store(true, Ordering::Relaxed);
     health.templates.store(gallery.index().len() as u64, Ordering::Relaxed);
-    let mut rec = Recognizer { cfg: &cfg, publisher: &publisher, metrics: &metrics, cameras: &cameras, states: HashMap::new() };
+    let mut rec = Recognizer {
+        cfg: &cfg,
+        publisher: &publisher,
+        metrics: &metrics,
+        cameras: &cameras,
+        states: HashMap::new(),
+    };
     let refresh_every = Duration::from_millis(cfg.gallery.refresh_interval_ms);
     let mut last_refresh = Instant::now();
     loop {
@@ -357,7 +392,10 @@ impl Recognizer<'_> {
         let t = Instant::now();
         let samples: Vec<FaceSample> = engine.samples(&frame.image)?;
         self.metrics.observe("detect", t.elapsed().as_secs_f64());
-        self.metrics.detections.get_or_create(&label).inc_by(samples.len() as u64);
+        self.metrics
+            .detections
+            .get_or_create(&label)
+            .inc_by(samples.len() as u64);
         if let Some(c) = self.cameras.iter().find(|c| c.name == camera) {
             c.faces.fetch_add(samples.len() as u64, Ordering::Relaxed);
         }
@@ -365,7 +403,9 @@ impl Recognizer<'_> {
         let dets: Vec<_> = samples.iter().map(|s| s.detection.clone()).collect();
         let quality: Vec<f32> = samples.iter().map(|s| s.quality.score()).collect();
         let tracker_cfg = self.cfg.tracker.clone();
-        let state = self.states.entry(camera.clone()).or_insert_with(|| CameraState { tracker: Tracker::new(tracker_cfg) });
+        let state = self.states.entry(camera.clone()).or_insert_with(|| CameraState {
+            tracker: Tracker::new(tracker_cfg),
+        });
         let (assignments, ended) = state.tracker.update(&dets, &quality, frame.pts_ms);
 
         let to_embed: Vec<(u64, f32, &RgbImage)> = assignments
@@ -379,10 +419,15 @@ impl Recognizer<'_> {
             let crops: Vec<&RgbImage> = to_embed.iter().map(|x| x.2).collect();
             let embeddings = engine.embed_crops(&crops)?;
             self.metrics.observe("embed", t.elapsed().as_secs_f64());
-            self.metrics.embeddings.get_or_create(&label).inc_by(embeddings.len() as u64);
+            self.metrics
+                .embeddings
+                .get_or_create(&label)
+                .inc_by(embeddings.len() as u64);
             for ((track_id, q, _), e) in to_embed.iter().zip(embeddings) {
                 state.tracker.add_evidence(*track_id, *q, e);
-                let Some(evidence) = state.tracker.evidence(*track_id) else { continue };
+                let Some(evidence) = state.tracker.evidence(*track_id) else {
+                    continue;
+                };
                 let evaluation = evaluate(gallery, &evidence, self.cfg.gallery.threshold);
                 if let Some(d) = state.tracker.evaluate(*track_id, evaluation) {
                     decisions.push(d);
@@ -395,7 +440,15 @@ impl Recognizer<'_> {
             }
         }
         for d in &decisions {
-            emit(self.cfg, self.publisher, self.metrics, self.cameras, &camera, d, Some(frame.captured));
+            emit(
+                self.cfg,
+                self.publisher,
+                self.metrics,
+                self.cameras,
+                &camera,
+                d,
+                Some(frame.captured),
+            );
         }
         Ok(())
     }
@@ -403,12 +456,20 @@ impl Recognizer<'_> {
     /// Enrollment and removal requested over MQTT; the result goes to `{prefix}/cmd/result`.
     fn command(&mut self, engine: &mut FaceEngine, gallery: &mut Gallery, cmd: Command) -> serde_json::Value {
         match cmd {
-            Command::Enroll { request_id, name, jpeg, append } => {
+            Command::Enroll {
+                request_id,
+                name,
+                jpeg,
+                append,
+            } => {
                 let result = (|| -> Result<serde_json::Value, Error> {
                     let img = crate::vision::image_io::decode_image(&jpeg).map_err(Error::Rejected)?;
                     let mut samples = engine.samples(&img)?;
                     samples.sort_by(|a, b| b.detection.area().total_cmp(&a.detection.area()));
-                    let s = samples.into_iter().next().ok_or_else(|| Error::Rejected("no face in the image".into()))?;
+                    let s = samples
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::Rejected("no face in the image".into()))?;
                     if let Some(why) = s.quality.failure(&self.cfg.gallery.quality) {
                         return Err(Error::Rejected(why));
                     }
@@ -435,7 +496,11 @@ impl Recognizer<'_> {
     }
 }
 
-fn command_reply(request_id: Option<String>, command: &str, result: Result<serde_json::Value, Error>) -> serde_json::Value {
+fn command_reply(
+    request_id: Option<String>,
+    command: &str,
+    result: Result<serde_json::Value, Error>,
+) -> serde_json::Value {
     match result {
         Ok(v) => json!({"request_id": request_id, "command": command, "ok": true, "result": v}),
         Err(e) => {
@@ -450,10 +515,17 @@ fn evaluate(gallery: &Gallery, evidence: &[f32], threshold: f32) -> Evaluation {
     let (decision, candidates) = gallery.identify(evidence, threshold);
     let best = candidates.first();
     let verdict = match (decision, best) {
-        (MatchDecision::Match, Some(c)) => Verdict::Recognized { person_id: c.person_id, name: c.name.clone() },
+        (MatchDecision::Match, Some(c)) => Verdict::Recognized {
+            person_id: c.person_id,
+            name: c.name.clone(),
+        },
         _ => Verdict::Unknown,
     };
-    Evaluation { verdict, similarity: best.map(|c| c.similarity), threshold }
+    Evaluation {
+        verdict,
+        similarity: best.map(|c| c.similarity),
+        threshold,
+    }
 }
 
 fn emit(
@@ -466,7 +538,13 @@ fn emit(
     captured: Option<Instant>,
 ) {
     let (kind, person) = match &d.evaluation.verdict {
-        Verdict::Recognized { person_id, name } => (EventKind::Recognized, Some(PersonRef { id: *person_id, name: name.clone() })),
+        Verdict::Recognized { person_id, name } => (
+            EventKind::Recognized,
+            Some(PersonRef {
+                id: *person_id,
+                name: name.clone(),
+            }),
+        ),
         Verdict::Unknown => (EventKind::Unknown, None),
         Verdict::Spoof => (EventKind::Spoof, None),
     };
@@ -491,7 +569,13 @@ fn emit(
     };
     match publisher.publish_event(&event) {
         Ok(()) => {
-            metrics.events.get_or_create(&EventLabel { camera: camera.to_string(), kind: kind_name.to_string() }).inc();
+            metrics
+                .events
+                .get_or_create(&EventLabel {
+                    camera: camera.to_string(),
+                    kind: kind_name.to_string(),
+                })
+                .inc();
             if let Some(c) = cameras.iter().find(|c| c.name == camera) {
                 c.events.fetch_add(1, Ordering::Relaxed);
             }

@@ -24,7 +24,18 @@ impl Subscriber {
     /// cut off by a broker restart reach it afterwards.
     fn start(port: u16, id: &str) -> Subscriber {
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-c", "-i", id, "-v"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-c",
+                "-i",
+                id,
+                "-v",
+            ])
             .args(["-t", "facegate/#"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -46,17 +57,30 @@ impl Subscriber {
     }
 
     fn messages(&self, topic_suffix: &str) -> Vec<String> {
-        self.lines.lock().unwrap().iter().filter(|(t, _)| t.ends_with(topic_suffix)).map(|(_, p)| p.clone()).collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with(topic_suffix))
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     fn events(&self) -> Vec<Value> {
-        self.messages("/events").iter().map(|p| serde_json::from_str(p).expect("event is JSON")).collect()
+        self.messages("/events")
+            .iter()
+            .map(|p| serde_json::from_str(p).expect("event is JSON"))
+            .collect()
     }
 
     fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&Subscriber) -> bool) {
         let start = Instant::now();
         while !f(self) {
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}; saw {:?}", self.lines.lock().unwrap());
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; saw {:?}",
+                self.lines.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -96,7 +120,18 @@ struct Setup {
 fn setup(name: &str, mqtt_port: u16, camera_toml: &str) -> Setup {
     let dir = scratch(name);
     let gallery = dir.join("gallery.db");
-    let o = facegate(&["--gallery", path_str(&gallery), "enroll", "--name", "Ann", "--largest", path_str(&sample(1))], &[]);
+    let o = facegate(
+        &[
+            "--gallery",
+            path_str(&gallery),
+            "enroll",
+            "--name",
+            "Ann",
+            "--largest",
+            path_str(&sample(1)),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let config = dir.join("facegate.toml");
     let admin = free_port();
@@ -107,7 +142,12 @@ fn setup(name: &str, mqtt_port: u16, camera_toml: &str) -> Setup {
         gallery = gallery.display(),
     );
     std::fs::write(&config, toml).unwrap();
-    Setup { dir, gallery, config, admin }
+    Setup {
+        dir,
+        gallery,
+        config,
+        admin,
+    }
 }
 
 fn file_camera(video: &Path, realtime: bool) -> String {
@@ -119,7 +159,15 @@ fn file_camera(video: &Path, realtime: bool) -> String {
 
 fn start_daemon(s: &Setup) -> Child {
     Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args(["--models", path_str(&models()), "--device", "cpu", "--config", path_str(&s.config), "run"])
+        .args([
+            "--models",
+            path_str(&models()),
+            "--device",
+            "cpu",
+            "--config",
+            path_str(&s.config),
+            "run",
+        ])
         .current_dir(&s.dir)
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(s.dir.join("daemon.log")).unwrap()))
@@ -153,25 +201,55 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut response = String::new();
     c.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("HTTP status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn sigterm(child: &Child) {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
 }
 
 /// Every field of DESIGN.md §3's event, with its type, and nothing else.
 fn assert_event_schema(e: &Value) {
-    let mut keys: Vec<&str> = e.as_object().expect("event is an object").keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = e
+        .as_object()
+        .expect("event is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     let want = [
-        "box", "camera", "event_id", "frames", "liveness", "person", "pts_ms", "similarity", "threshold", "timestamp",
-        "track_id", "type",
+        "box",
+        "camera",
+        "event_id",
+        "frames",
+        "liveness",
+        "person",
+        "pts_ms",
+        "similarity",
+        "threshold",
+        "timestamp",
+        "track_id",
+        "type",
     ];
     assert_eq!(keys, want, "{e}");
-    let s = |k: &str| e[k].as_str().unwrap_or_else(|| panic!("{k} not a string: {e}")).to_string();
+    let s = |k: &str| {
+        e[k].as_str()
+            .unwrap_or_else(|| panic!("{k} not a string: {e}"))
+            .to_string()
+    };
     assert_eq!(s("event_id").len(), 36, "UUID: {e}");
     assert!(["recognized", "unknown", "spoof"].contains(&s("type").as_str()), "{e}");
     assert_eq!(s("camera"), "door");
@@ -187,7 +265,10 @@ fn assert_event_schema(e: &Value) {
     assert!(e["similarity"].is_number() || e["similarity"].is_null(), "{e}");
     let t = e["threshold"].as_f64().expect("threshold");
     assert!((0.0..=1.0).contains(&t));
-    assert!(e.get("liveness").is_some(), "liveness key present (null until liveness lands): {e}");
+    assert!(
+        e.get("liveness").is_some(),
+        "liveness key present (null until liveness lands): {e}"
+    );
     let b = e["box"].as_array().expect("box");
     assert_eq!(b.len(), 4);
     assert!(b.iter().all(Value::is_number));
@@ -215,9 +296,16 @@ fn decisions(events: &[Value]) -> Vec<(u64, String, String)> {
 fn assert_one_event_per_decision(events: &[Value]) {
     let mut last: std::collections::HashMap<u64, (String, String)> = Default::default();
     for e in events {
-        let key = (e["type"].as_str().unwrap().to_string(), e["person"]["name"].as_str().unwrap_or("-").to_string());
+        let key = (
+            e["type"].as_str().unwrap().to_string(),
+            e["person"]["name"].as_str().unwrap_or("-").to_string(),
+        );
         let id = e["track_id"].as_u64().unwrap();
-        assert_ne!(last.get(&id), Some(&key), "track {id} repeated its decision: {events:?}");
+        assert_ne!(
+            last.get(&id),
+            Some(&key),
+            "track {id} repeated its decision: {events:?}"
+        );
         last.insert(id, key);
     }
 }
@@ -229,7 +317,9 @@ fn replay_run(name: &str) -> (Vec<Value>, Subscriber, Mosquitto) {
     let mut daemon = start_daemon(&s);
     let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
     assert!(status.success(), "daemon failed: {status}\n{}", log(&s));
-    sub.wait_until("offline", Duration::from_secs(10), |s| s.messages("/available").last().is_some_and(|m| m == "offline"));
+    sub.wait_until("offline", Duration::from_secs(10), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
     (sub.events(), sub, broker)
 }
 
@@ -243,8 +333,14 @@ fn replay_recognizes_the_enrolled_person_and_nobody_else() {
             assert_eq!(e["person"]["name"], "Ann", "only Ann is enrolled: {e}");
         }
     }
-    assert!(events.iter().any(|e| e["type"] == "recognized"), "Ann not recognized: {events:?}");
-    assert!(events.iter().any(|e| e["type"] == "unknown"), "strangers not reported: {events:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "recognized"),
+        "Ann not recognized: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "unknown"),
+        "strangers not reported: {events:?}"
+    );
     assert_one_event_per_decision(&events);
     // Retained statuses and the availability lifecycle.
     assert_eq!(sub.messages("/available").first().map(String::as_str), Some("online"));
@@ -265,23 +361,39 @@ fn broker_outage_mid_replay_loses_no_event() {
     // realtime = false like the undisturbed run: the same frames, so the same decisions.
     let s = setup("daemon-outage", broker.port, &file_camera(&demo_video(), false));
     // Long enough for the backlog to go out even if the replay ends during the outage.
-    let cfg = std::fs::read_to_string(&s.config).unwrap().replace("shutdown_grace_s = 5", "shutdown_grace_s = 60");
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shutdown_grace_s = 5", "shutdown_grace_s = 60");
     std::fs::write(&s.config, cfg).unwrap();
     let mut daemon = start_daemon(&s);
     sub.wait_until("a first event", Duration::from_secs(120), |s| !s.events().is_empty());
     broker.stop();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(daemon.try_wait().unwrap().is_none(), "the replay ended before the outage was over:\n{}", log(&s));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the replay ended before the outage was over:\n{}",
+        log(&s)
+    );
     broker.run();
     let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
     assert!(status.success(), "{}", log(&s));
-    sub.wait_until("offline", Duration::from_secs(15), |s| s.messages("/available").last().is_some_and(|m| m == "offline"));
+    sub.wait_until("offline", Duration::from_secs(15), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
     let events = sub.events();
     for e in &events {
         assert_event_schema(e);
     }
-    assert!(log(&s).contains("lost the MQTT connection"), "the daemon saw the outage:\n{}", log(&s));
-    assert_eq!(decisions(&events), decisions(&undisturbed), "events differ from an undisturbed run");
+    assert!(
+        log(&s).contains("lost the MQTT connection"),
+        "the daemon saw the outage:\n{}",
+        log(&s)
+    );
+    assert_eq!(
+        decisions(&events),
+        decisions(&undisturbed),
+        "events differ from an undisturbed run"
+    );
 }
 
 #[test]
@@ -294,9 +406,13 @@ fn sigterm_mid_replay_publishes_offline_and_keeps_what_is_left() {
     sigterm(&daemon);
     let status = wait_exit(&mut daemon, &s, Duration::from_secs(30));
     assert!(status.success(), "SIGTERM must exit 0: {status}\n{}", log(&s));
-    sub.wait_until("offline", Duration::from_secs(10), |s| s.messages("/available").last().is_some_and(|m| m == "offline"));
+    sub.wait_until("offline", Duration::from_secs(10), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
     let outbox = rusqlite::Connection::open(s.dir.join("outbox.db")).unwrap();
-    let left: i64 = outbox.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+    let left: i64 = outbox
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(left, 0, "with the broker up the outbox drains before exit");
 }
 
@@ -314,7 +430,12 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
         .unwrap()
         .query_map([], |r| r.get::<_, Vec<u8>>(0))
         .unwrap()
-        .map(|p| serde_json::from_slice::<Value>(&p.unwrap()).unwrap()["event_id"].as_str().unwrap().to_string())
+        .map(|p| {
+            serde_json::from_slice::<Value>(&p.unwrap()).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let left = stored.len() as i64;
     assert!(left > 0, "events kept for later");
@@ -325,9 +446,16 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
     let empty = s.dir.join("empty.toml");
     let cfg = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&empty, cfg.split("[[cameras]]").next().unwrap()).unwrap();
-    let later = Setup { dir: s.dir.clone(), gallery: s.gallery.clone(), config: empty, admin: s.admin };
+    let later = Setup {
+        dir: s.dir.clone(),
+        gallery: s.gallery.clone(),
+        config: empty,
+        admin: s.admin,
+    };
     let mut daemon = start_daemon(&later);
-    sub.wait_until("the backlog", Duration::from_secs(30), |x| x.events().len() as i64 >= left);
+    sub.wait_until("the backlog", Duration::from_secs(30), |x| {
+        x.events().len() as i64 >= left
+    });
     let mut received: Vec<String> = Vec::new();
     for e in sub.events() {
         let id = e["event_id"].as_str().unwrap().to_string();
@@ -337,9 +465,17 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
     }
     assert_eq!(received, stored, "the backlog arrives whole and in order");
     // With no camera it keeps running (commands, backlog) until told to stop.
-    assert!(daemon.try_wait().unwrap().is_none(), "a daemon without cameras exited:\n{}", log(&later));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "a daemon without cameras exited:\n{}",
+        log(&later)
+    );
     sigterm(&daemon);
-    assert!(wait_exit(&mut daemon, &later, Duration::from_secs(30)).success(), "{}", log(&later));
+    assert!(
+        wait_exit(&mut daemon, &later, Duration::from_secs(30)).success(),
+        "{}",
+        log(&later)
+    );
 }
 
 #[test]
@@ -357,7 +493,11 @@ fn a_broken_camera_does_not_stop_a_working_one() {
     sub.wait_until("events from the working camera", Duration::from_secs(120), |x| {
         x.events().iter().any(|e| e["type"] == "recognized")
     });
-    assert!(sub.messages("/yard/status").iter().all(|m| m == "offline"), "{:?}", sub.messages("/yard/status"));
+    assert!(
+        sub.messages("/yard/status").iter().all(|m| m == "offline"),
+        "{:?}",
+        sub.messages("/yard/status")
+    );
     // The admin endpoints tell the same story.
     assert_eq!(http_get(s.admin, "/live").0, 200);
     let (code, body) = http_get(s.admin, "/ready");
@@ -377,7 +517,11 @@ fn a_broken_camera_does_not_stop_a_working_one() {
         assert!(metrics.contains(line), "{line} missing from /metrics:\n{metrics}");
     }
     sigterm(&daemon);
-    assert!(wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(), "{}", log(&s));
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(),
+        "{}",
+        log(&s)
+    );
     assert!(log(&s).contains("yard"), "the broken camera is logged");
 }
 
@@ -393,16 +537,26 @@ fn rtsp_camera_goes_offline_and_back_online() {
     );
     let s = setup("daemon-rtsp", broker.port, &cam);
     let mut daemon = start_daemon(&s);
-    sub.wait_until("online", Duration::from_secs(60), |x| x.messages("/door/status").last().is_some_and(|m| m == "online"));
+    sub.wait_until("online", Duration::from_secs(60), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "online")
+    });
     sub.wait_until("a first event", Duration::from_secs(60), |x| !x.events().is_empty());
     server.stop();
-    sub.wait_until("offline", Duration::from_secs(20), |x| x.messages("/door/status").last().is_some_and(|m| m == "offline"));
+    sub.wait_until("offline", Duration::from_secs(20), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "offline")
+    });
     let before = sub.events().len();
     let server = common::rtsp::serve(&demo_video(), port).expect("RTSP server again");
-    sub.wait_until("online again", Duration::from_secs(60), |x| x.messages("/door/status").last().is_some_and(|m| m == "online"));
+    sub.wait_until("online again", Duration::from_secs(60), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "online")
+    });
     sub.wait_until("events resume", Duration::from_secs(60), |x| x.events().len() > before);
     sigterm(&daemon);
-    assert!(wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(), "{}", log(&s));
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(),
+        "{}",
+        log(&s)
+    );
     server.stop();
 }
 
@@ -418,7 +572,13 @@ fn bad_configuration_is_reported_whole() {
     let o = facegate(&["--config", path_str(&f), "validate-config"], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    for key in ["mqtt.prefix", "cameras[0].name", "cameras[0].url", "cameras[0].detect_fps", "cameras[2].name"] {
+    for key in [
+        "mqtt.prefix",
+        "cameras[0].name",
+        "cameras[0].url",
+        "cameras[0].detect_fps",
+        "cameras[2].name",
+    ] {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }

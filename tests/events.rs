@@ -12,7 +12,7 @@ use base64::Engine as _;
 use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
 use facegate::events::{
-    Command, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport, timestamp,
+    Command, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport, WatchOptions, timestamp,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
@@ -763,7 +763,17 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
     let watching = tokio::spawn({
         let mut cfg = cfg.clone();
         cfg.client_id = "watcher".into();
-        async move { facegate::events::watch(&cfg, true, Some(4), Duration::ZERO).await }
+        async move {
+            facegate::events::watch(
+                &cfg,
+                &WatchOptions {
+                    json: true,
+                    stop_after: Some(4),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
     });
     // Live events until it has had its four (it may subscribe after the first ones).
     let deadline = Instant::now() + WAIT;
@@ -781,7 +791,7 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
 
     let mut unreachable = cfg.clone();
     unreachable.port = free_port();
-    let err = facegate::events::watch(&unreachable, false, None, Duration::ZERO)
+    let err = facegate::events::watch(&unreachable, &WatchOptions::default())
         .await
         .unwrap_err()
         .to_string();
@@ -794,7 +804,18 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
     early.client_id = "watcher-early".into();
     let watching = tokio::spawn({
         let cfg = early.clone();
-        async move { facegate::events::watch(&cfg, true, Some(1), Duration::from_secs(60)).await }
+        async move {
+            facegate::events::watch(
+                &cfg,
+                &WatchOptions {
+                    json: true,
+                    stop_after: Some(1),
+                    connect_wait: Duration::from_secs(60),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!watching.is_finished(), "watch gave up while told to wait");
@@ -811,6 +832,38 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
         .unwrap()
         .unwrap();
     publisher.shutdown(Duration::from_secs(1)).await;
+
+    // --until-offline: the retained `offline` of the run that just ended does not stop it;
+    // the next daemon going offline does.
+    let until_offline = WatchOptions {
+        until_offline: true,
+        ..Default::default()
+    };
+    let watching = tokio::spawn({
+        let cfg = early.clone();
+        let opts = until_offline.clone();
+        async move { facegate::events::watch(&cfg, &opts).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !watching.is_finished(),
+        "a retained offline stopped watch --until-offline"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !watching.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "watch --until-offline did not stop on offline"
+        );
+        // Until watch has subscribed, an offline may pass it by: go online and offline again.
+        let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
+            .await
+            .unwrap();
+        wait_until("connected", WAIT, || publisher.connected()).await;
+        publisher.shutdown(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watching.await.unwrap().unwrap();
 }
 
 /// Runs openssl; the TLS test needs it like the others need mosquitto.

@@ -57,6 +57,10 @@ pub enum Command {
         /// `facegate run` starts its in-process broker.
         #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
         wait: f64,
+        /// Stop when the daemon goes offline (shuts down or is lost), e.g. at the end of a
+        /// replay.
+        #[arg(long)]
+        until_offline: bool,
     },
     /// Compose a demo video (MP4) from the sample photos.
     #[command(hide = true)]
@@ -94,7 +98,11 @@ pub fn main() -> ExitCode {
     // The daemon says what it does; one-shot commands only warn.
     // rumqttd (the in-process broker) logs every client disconnect as an error: silenced
     // unless FACEGATE_LOG asks for it.
-    init_tracing(if matches!(cli.command, Command::Run) { "info,rumqttd=off" } else { "warn,rumqttd=off" });
+    init_tracing(if matches!(cli.command, Command::Run) {
+        "info,rumqttd=off"
+    } else {
+        "warn,rumqttd=off"
+    });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -160,20 +168,39 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
         Command::Run => runtime()?.block_on(crate::app::run(cfg)),
-        Command::Watch { count, wait } => {
-            let wait = std::time::Duration::try_from_secs_f64(*wait)
+        Command::Watch {
+            count,
+            wait,
+            until_offline,
+        } => {
+            let connect_wait = std::time::Duration::try_from_secs_f64(*wait)
                 .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
-            runtime()?.block_on(crate::events::watch(&cfg.mqtt, cli.json, *count, wait))
+            let opts = crate::events::WatchOptions {
+                json: cli.json,
+                stop_after: *count,
+                connect_wait,
+                until_offline: *until_offline,
+            };
+            runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
         }
         Command::MakeVideo { out, seconds } => {
             crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
-            let samples: Vec<PathBuf> = (1..=6).map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg"))).collect();
-            let opts = crate::video::synth::DemoVideoOptions { seconds: *seconds, ..Default::default() };
-            let info = crate::video::synth::make_demo_video(&samples, out, &opts)
-                .map_err(|reason| Error::Input { path: out.clone(), reason })?;
-            print(cli.json, &json!({"video": out.display().to_string(), "segments": info.segments.len()}), || {
-                format!("wrote {} ({} segments)", out.display(), info.segments.len())
-            });
+            let samples: Vec<PathBuf> = (1..=6)
+                .map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg")))
+                .collect();
+            let opts = crate::video::synth::DemoVideoOptions {
+                seconds: *seconds,
+                ..Default::default()
+            };
+            let info = crate::video::synth::make_demo_video(&samples, out, &opts).map_err(|reason| Error::Input {
+                path: out.clone(),
+                reason,
+            })?;
+            print(
+                cli.json,
+                &json!({"video": out.display().to_string(), "segments": info.segments.len()}),
+                || format!("wrote {} ({} segments)", out.display(), info.segments.len()),
+            );
             Ok(())
         }
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),

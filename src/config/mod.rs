@@ -39,7 +39,10 @@ pub struct DaemonConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { shutdown_grace_s: 10, frame_queue: 8 }
+        DaemonConfig {
+            shutdown_grace_s: 10,
+            frame_queue: 8,
+        }
     }
 }
 

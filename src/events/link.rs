@@ -29,13 +29,13 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use super::broker::MAX_PAYLOAD;
 use super::command::{Command, CommandError, parse_command};
 use super::config::MqttConfig;
 use super::model::Topics;
 use super::outbox::Outbox;
 use super::publisher::{Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
+use crate::backoff::Backoff;
 use crate::error::Error;
 
 /// Events sent and not yet acknowledged, at most.

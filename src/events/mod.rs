@@ -23,7 +23,7 @@ pub use command::{Command, CommandError};
 pub use config::MqttConfig;
 pub use model::{Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
 pub use publisher::{Publisher, PublisherMetrics, ShutdownReport};
-pub use watch::watch;
+pub use watch::{WatchOptions, watch};
 
 #[cfg(test)]
 mod tests {
@@ -36,7 +36,7 @@ mod tests {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Publisher>();
         let cfg = MqttConfig::default();
-        send(&watch(&cfg, false, None, std::time::Duration::ZERO));
+        send(&watch(&cfg, &WatchOptions::default()));
         send(&Publisher::start(&cfg, &[], tokio_util::sync::CancellationToken::new()));
     }
 }

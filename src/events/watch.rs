@@ -7,34 +7,44 @@ use chrono::{DateTime, Local};
 use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
 
-use crate::backoff::Backoff;
 use super::config::MqttConfig;
 use super::link::{self, Session};
 use super::model::{Event, EventKind, TopicKind, Topics};
+use crate::backoff::Backoff;
 use crate::error::Error;
 
 /// How often `watch` tries to reach a broker that is not up yet, within `connect_wait`.
 const CONNECT_POLL: Duration = Duration::from_millis(50);
+
+/// What `facegate watch` prints and when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// One JSON object per line instead of readable text.
+    pub json: bool,
+    /// Return after this many printed messages.
+    pub stop_after: Option<usize>,
+    /// Keep trying to reach the broker for this long at start, so that `watch` can start
+    /// before `facegate run` brings up its in-process broker.
+    pub connect_wait: Duration,
+    /// Return once the daemon announces `offline` as it happens (a clean shutdown or its
+    /// last will), not a retained `offline` left from an earlier run.
+    pub until_offline: bool,
+}
 
 /// Prints events, camera status and availability as they arrive: readable lines such as
 /// `12:03:04.120 door  recognized  Ann  (0.71, track 3, 12 frames)`, or with `json` one JSON
 /// object per line (an event exactly as published; status as `{"topic","camera","status"}`,
 /// availability as `{"topic","available"}`). Retained messages are printed first.
 ///
-/// Returns after `stop_after` messages, on Ctrl-C, or when stdout is closed. Fails when the
-/// broker cannot be reached at start, after trying for `connect_wait` (which lets `watch`
-/// start before `facegate run` brings up its in-process broker); later outages are retried
+/// Returns as `opts` say, on Ctrl-C, or when stdout is closed. Fails when the broker cannot
+/// be reached at start (after trying for `opts.connect_wait`); later outages are retried
 /// with backoff.
-pub async fn watch(
-    cfg: &MqttConfig,
-    json: bool,
-    stop_after: Option<usize>,
-    connect_wait: Duration,
-) -> Result<(), Error> {
+pub async fn watch(cfg: &MqttConfig, opts: &WatchOptions) -> Result<(), Error> {
     let problems = cfg.validate("mqtt");
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
+    let (json, stop_after, connect_wait) = (opts.json, opts.stop_after, opts.connect_wait);
     if stop_after == Some(0) {
         return Ok(());
     }
@@ -87,7 +97,11 @@ pub async fn watch(
                     return Ok(());
                 }
                 printed += 1;
-                if stop_after.is_some_and(|n| printed >= n) {
+                let went_offline = opts.until_offline
+                    && !p.retain
+                    && topics.classify(&p.topic) == TopicKind::Available
+                    && String::from_utf8_lossy(&p.payload).trim() == "offline";
+                if went_offline || stop_after.is_some_and(|n| printed >= n) {
                     disconnect(&client, &mut eventloop).await;
                     return Ok(());
                 }

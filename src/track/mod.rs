@@ -49,12 +49,15 @@ impl TrackerConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut p = Vec::new();
         if !(self.iou_threshold > 0.0 && self.iou_threshold < 1.0) {
-            p.push(format!("{prefix}.iou_threshold: {} is not within (0, 1)", self.iou_threshold));
+            p.push(format!(
+                "{prefix}.iou_threshold: {} is not within (0, 1)",
+                self.iou_threshold
+            ));
         }
         if self.embed_every == 0 {
             p.push(format!("{prefix}.embed_every: must be at least 1"));
         }
-        if !(self.quality_gain >= 1.0) {
+        if self.quality_gain.is_nan() || self.quality_gain < 1.0 {
             p.push(format!("{prefix}.quality_gain: {} is below 1", self.quality_gain));
         }
         if self.max_evidence == 0 {
@@ -63,7 +66,7 @@ impl TrackerConfig {
         if self.confirm == 0 {
             p.push(format!("{prefix}.confirm: must be at least 1"));
         }
-        if !(self.instant_margin >= 0.0) {
+        if self.instant_margin.is_nan() || self.instant_margin < 0.0 {
             p.push(format!("{prefix}.instant_margin: {} is negative", self.instant_margin));
         }
         p
@@ -167,7 +170,11 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Tracker {
-        Tracker { cfg, next_id: 1, tracks: Vec::new() }
+        Tracker {
+            cfg,
+            next_id: 1,
+            tracks: Vec::new(),
+        }
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -229,7 +236,11 @@ impl Tracker {
             let embed = t.evidence.is_empty()
                 || t.since_embed >= self.cfg.embed_every
                 || q > t.best_quality * self.cfg.quality_gain;
-            out.push(Assignment { detection: di, track_id: t.id, embed });
+            out.push(Assignment {
+                detection: di,
+                track_id: t.id,
+                embed,
+            });
         }
         let max_missed = self.cfg.max_missed;
         let (ended, alive): (Vec<Track>, Vec<Track>) = self.tracks.drain(..).partition(|t| t.missed > max_missed);
@@ -272,11 +283,19 @@ impl Tracker {
         t.candidate = Some((verdict.clone(), streak));
         let instant = t.published.is_none()
             && matches!(verdict, Verdict::Recognized { .. })
-            && evaluation.similarity.is_some_and(|s| s >= evaluation.threshold + cfg.instant_margin);
+            && evaluation
+                .similarity
+                .is_some_and(|s| s >= evaluation.threshold + cfg.instant_margin);
         if streak >= cfg.confirm || instant {
             t.published = Some(verdict);
             t.candidate = None;
-            return Some(Decision { track_id, evaluation, bbox: t.bbox, frames: t.frames, pts_ms: t.last_pts_ms });
+            return Some(Decision {
+                track_id,
+                evaluation,
+                bbox: t.bbox,
+                frames: t.frames,
+                pts_ms: t.last_pts_ms,
+            });
         }
         None
     }
@@ -288,7 +307,13 @@ impl Tracker {
             return None;
         }
         let evaluation = track.latest.clone()?;
-        Some(Decision { track_id: track.id, evaluation, bbox: track.bbox, frames: track.frames, pts_ms: track.last_pts_ms })
+        Some(Decision {
+            track_id: track.id,
+            evaluation,
+            bbox: track.bbox,
+            frames: track.frames,
+            pts_ms: track.last_pts_ms,
+        })
     }
 
     /// Ends every track (shutdown, end of a replay).
@@ -302,15 +327,26 @@ mod tests {
     use super::*;
 
     fn det(x: f32, y: f32, w: f32) -> Detection {
-        Detection { bbox: [x, y, w, w], score: 0.9, landmarks: [[0.0; 2]; 5] }
+        Detection {
+            bbox: [x, y, w, w],
+            score: 0.9,
+            landmarks: [[0.0; 2]; 5],
+        }
     }
 
     fn eval(v: Verdict, s: f32) -> Evaluation {
-        Evaluation { verdict: v, similarity: Some(s), threshold: 0.5 }
+        Evaluation {
+            verdict: v,
+            similarity: Some(s),
+            threshold: 0.5,
+        }
     }
 
     fn ann() -> Verdict {
-        Verdict::Recognized { person_id: 1, name: "Ann".into() }
+        Verdict::Recognized {
+            person_id: 1,
+            name: "Ann".into(),
+        }
     }
 
     #[test]
@@ -335,7 +371,10 @@ mod tests {
 
     #[test]
     fn a_track_ends_after_max_missed_frames() {
-        let cfg = TrackerConfig { max_missed: 3, ..TrackerConfig::default() };
+        let cfg = TrackerConfig {
+            max_missed: 3,
+            ..TrackerConfig::default()
+        };
         let mut t = Tracker::new(cfg);
         t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         for f in 1..=3 {
@@ -349,7 +388,10 @@ mod tests {
 
     #[test]
     fn embeds_on_new_track_every_k_frames_and_on_better_quality() {
-        let cfg = TrackerConfig { embed_every: 5, ..TrackerConfig::default() };
+        let cfg = TrackerConfig {
+            embed_every: 5,
+            ..TrackerConfig::default()
+        };
         let mut t = Tracker::new(cfg);
         let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         assert!(a[0].embed, "new track");
@@ -369,7 +411,10 @@ mod tests {
 
     #[test]
     fn evidence_is_the_quality_weighted_mean_of_the_best() {
-        let cfg = TrackerConfig { max_evidence: 2, ..TrackerConfig::default() };
+        let cfg = TrackerConfig {
+            max_evidence: 2,
+            ..TrackerConfig::default()
+        };
         let mut t = Tracker::new(cfg);
         let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         let id = a[0].track_id;
@@ -411,7 +456,10 @@ mod tests {
 
     #[test]
     fn an_ending_track_reports_its_latest_evaluation_once() {
-        let cfg = TrackerConfig { max_missed: 0, ..TrackerConfig::default() };
+        let cfg = TrackerConfig {
+            max_missed: 0,
+            ..TrackerConfig::default()
+        };
         let mut t = Tracker::new(cfg);
         let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         let id = a[0].track_id;

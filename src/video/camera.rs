@@ -11,11 +11,11 @@ use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use super::config::CameraConfig;
 use super::pipeline::{self, Delivery, FrameTiming, SessionSignals};
 use super::source::{SourceKind, classify};
 use super::{CameraStats, CameraStatus, CameraUpdate, Frame, VideoError};
+use crate::backoff::Backoff;
 
 /// After frames have flowed this long, the next failure starts the backoff over.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);

@@ -323,6 +323,9 @@ impl Encoder {
         x264.set_property_from_str("speed-preset", "veryfast");
         x264.set_property("key-int-max", opts.fps);
         x264.set_property("bitrate", opts.bitrate_kbps);
+        // One encoder thread: x264's multi-threaded rate control makes each run's stream a
+        // little different, and the demo and the tests want the same video every time.
+        x264.set_property("threads", 1u32);
         let parse = make_element("h264parse").map_err(|e| e.to_string())?;
         let mux = make_element("mp4mux").map_err(|e| e.to_string())?;
         let sink = make_element("filesink").map_err(|e| e.to_string())?;
