@@ -51,9 +51,31 @@ impl Subscriber {
                 }
             }
         });
-        // Give it time to connect and subscribe before anything is published.
-        std::thread::sleep(Duration::from_millis(300));
-        Subscriber { child, lines }
+        let sub = Subscriber { child, lines };
+        // Subscribed once a probe published now comes back (before that it may be lost).
+        let start = Instant::now();
+        while sub.messages("facegate/test-probe").is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mosquitto_sub did not subscribe"
+            );
+            let probe = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    "facegate/test-probe",
+                    "-m",
+                    "probe",
+                ])
+                .status()
+                .expect("mosquitto_pub (Debian mosquitto-clients) is needed");
+            assert!(probe.success(), "mosquitto_pub failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sub
     }
 
     fn messages(&self, topic_suffix: &str) -> Vec<String> {
@@ -439,6 +461,11 @@ fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
         .collect();
     let left = stored.len() as i64;
     assert!(left > 0, "events kept for later");
+    assert!(
+        log(&s).contains("cannot reach the MQTT broker"),
+        "a clear warning:\n{}",
+        log(&s)
+    );
     drop(outbox);
     // A restart with the broker present delivers them, in order, before anything new.
     let broker = Mosquitto::start_on(port, Persistence::Off);

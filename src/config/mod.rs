@@ -296,6 +296,49 @@ mod tests {
         assert!(Config::default().validate().is_empty());
     }
 
+    /// (section, key) of every leaf of a serialised section, depth first.
+    fn leaf_keys(value: &serde_json::Value, section: &str, out: &mut Vec<(String, String)>) {
+        for (key, v) in value.as_object().expect("a section is a table") {
+            match v {
+                serde_json::Value::Object(_) if section.is_empty() => leaf_keys(v, key, out),
+                serde_json::Value::Object(_) => leaf_keys(v, &format!("{section}.{key}"), out),
+                _ => out.push((section.to_string(), key.clone())),
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_documents_every_key_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Values: what the file sets is the default (read without environment overrides).
+        let shipped: Config = config::Config::builder()
+            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(serde_json::to_value(&shipped).unwrap(), defaults);
+        // Keys: every one appears in its section, set or commented out (optional ones).
+        let mut keys = Vec::new();
+        let mut sections = defaults.clone();
+        sections.as_object_mut().unwrap().remove("cameras");
+        leaf_keys(&sections, "", &mut keys);
+        let camera = serde_json::to_value(crate::video::CameraConfig::new("door", "rtsp://camera/1")).unwrap();
+        leaf_keys(&camera, "[cameras]", &mut keys);
+        let uncommented: Vec<&str> = text.lines().map(|l| l.trim_start_matches(['#', ' '])).collect();
+        for (section, key) in keys {
+            let header = format!("[{section}]");
+            let start = uncommented
+                .iter()
+                .position(|l| *l == header)
+                .unwrap_or_else(|| panic!("{header} missing from {}", path.display()));
+            let body = uncommented[start + 1..].iter().take_while(|l| !l.starts_with('['));
+            let documented = body.into_iter().any(|l| l.starts_with(&format!("{key} =")));
+            assert!(documented, "{section}.{key} is not in {}", path.display());
+        }
+    }
+
     #[test]
     fn validation_reports_every_problem_with_its_key() {
         let mut c = Config::default();
