@@ -46,6 +46,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: cameras → faces → identity events over MQTT.
+    Run {
+        /// When the daemon stops, write what it did (frames, fps, latencies) as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Print identity events from the broker as they arrive.
+    Watch {
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Keep trying to reach the broker for this many seconds at start, e.g. while
+        /// `facegate run` starts its in-process broker.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+        wait: f64,
+        /// Stop when the daemon goes offline (shuts down or is lost), e.g. at the end of a
+        /// replay.
+        #[arg(long)]
+        until_offline: bool,
+    },
+    /// Compose a demo video (MP4) from the sample photos.
+    #[command(hide = true)]
+    MakeVideo {
+        /// Output file (.mp4).
+        out: PathBuf,
+        /// Seconds of video.
+        #[arg(long, default_value_t = 16)]
+        seconds: u32,
+    },
     /// Find faces in an image: boxes, scores and five landmarks.
     Detect { image: PathBuf },
     /// Find faces and compute each one's 128-d encoding.
@@ -72,7 +101,14 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The daemon says what it does; one-shot commands only warn.
+    // rumqttd (the in-process broker) logs every client disconnect as an error: silenced
+    // unless FACEGATE_LOG asks for it.
+    init_tracing(if matches!(cli.command, Command::Run { .. }) {
+        "info,rumqttd=off"
+    } else {
+        "warn,rumqttd=off"
+    });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,12 +119,14 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, warnings and up unless `FACEGATE_LOG` (tracing's filter syntax) says otherwise.
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACEGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in journald or log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -136,11 +174,55 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
         Command::BenchGallery(args) => crate::bench_gallery::run(&cfg, args, cli.json),
+        Command::Run { report } => runtime()?.block_on(crate::app::run(cfg, report.clone())),
+        Command::Watch {
+            count,
+            wait,
+            until_offline,
+        } => {
+            let connect_wait = std::time::Duration::try_from_secs_f64(*wait)
+                .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
+            let opts = crate::events::WatchOptions {
+                json: cli.json,
+                stop_after: *count,
+                connect_wait,
+                until_offline: *until_offline,
+            };
+            runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
+        }
+        Command::MakeVideo { out, seconds } => {
+            crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
+            let samples: Vec<PathBuf> = (1..=6)
+                .map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg")))
+                .collect();
+            let opts = crate::video::synth::DemoVideoOptions {
+                seconds: *seconds,
+                ..Default::default()
+            };
+            let info = crate::video::synth::make_demo_video(&samples, out, &opts).map_err(|reason| Error::Input {
+                path: out.clone(),
+                reason,
+            })?;
+            print(
+                cli.json,
+                &json!({"video": out.display().to_string(), "segments": info.segments.len()}),
+                || format!("wrote {} ({} segments)", out.display(), info.segments.len()),
+            );
+            Ok(())
+        }
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
         Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(vec![format!("cannot start the async runtime: {e}")]))
 }
 
 pub(crate) fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {

@@ -19,6 +19,31 @@ pub struct Config {
     pub detector: DetectorConfig,
     pub recognition: RecognitionConfig,
     pub gallery: crate::gallery::GalleryConfig,
+    pub tracker: crate::track::TrackerConfig,
+    pub mqtt: crate::events::MqttConfig,
+    pub admin: crate::admin::AdminConfig,
+    pub daemon: DaemonConfig,
+    pub cameras: Vec<crate::video::CameraConfig>,
+}
+
+/// How the daemon runs as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// On SIGTERM: how long to keep delivering queued events before exiting.
+    pub shutdown_grace_s: u64,
+    /// Frames that may wait for the detector, over all cameras; live cameras drop frames
+    /// beyond it, replays wait.
+    pub frame_queue: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            shutdown_grace_s: 10,
+            frame_queue: 8,
+        }
+    }
 }
 
 /// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
@@ -77,6 +102,9 @@ pub struct InferenceConfig {
     pub intra_threads: usize,
     /// Most faces sent to the embedder in one call.
     pub embed_batch: usize,
+    /// Let ONNX Runtime's worker threads spin while they wait for work: a little faster on
+    /// an idle machine, much slower when video decoding or other programs share the cores.
+    pub spin: bool,
 }
 
 impl Default for InferenceConfig {
@@ -85,6 +113,7 @@ impl Default for InferenceConfig {
             device: Device::Auto,
             intra_threads: 0,
             embed_batch: 8,
+            spin: false,
         }
     }
 }
@@ -234,6 +263,18 @@ impl Config {
             ));
         }
         p.extend(self.gallery.validate());
+        p.extend(self.tracker.validate("tracker"));
+        p.extend(self.mqtt.validate("mqtt"));
+        if self.daemon.frame_queue == 0 {
+            p.push("daemon.frame_queue: must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            p.extend(cam.validate(&format!("cameras[{i}]")));
+            if !names.insert(cam.name.as_str()) {
+                p.push(format!("cameras[{i}].name: {:?} is used by another camera", cam.name));
+            }
+        }
         if self.inference.embed_batch == 0 {
             p.push("inference.embed_batch: must be at least 1".into());
         }
@@ -257,6 +298,49 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(Config::default().validate().is_empty());
+    }
+
+    /// (section, key) of every leaf of a serialised section, depth first.
+    fn leaf_keys(value: &serde_json::Value, section: &str, out: &mut Vec<(String, String)>) {
+        for (key, v) in value.as_object().expect("a section is a table") {
+            match v {
+                serde_json::Value::Object(_) if section.is_empty() => leaf_keys(v, key, out),
+                serde_json::Value::Object(_) => leaf_keys(v, &format!("{section}.{key}"), out),
+                _ => out.push((section.to_string(), key.clone())),
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_documents_every_key_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Values: what the file sets is the default (read without environment overrides).
+        let shipped: Config = config::Config::builder()
+            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(serde_json::to_value(&shipped).unwrap(), defaults);
+        // Keys: every one appears in its section, set or commented out (optional ones).
+        let mut keys = Vec::new();
+        let mut sections = defaults.clone();
+        sections.as_object_mut().unwrap().remove("cameras");
+        leaf_keys(&sections, "", &mut keys);
+        let camera = serde_json::to_value(crate::video::CameraConfig::new("door", "rtsp://camera/1")).unwrap();
+        leaf_keys(&camera, "[cameras]", &mut keys);
+        let uncommented: Vec<&str> = text.lines().map(|l| l.trim_start_matches(['#', ' '])).collect();
+        for (section, key) in keys {
+            let header = format!("[{section}]");
+            let start = uncommented
+                .iter()
+                .position(|l| *l == header)
+                .unwrap_or_else(|| panic!("{header} missing from {}", path.display()));
+            let body = uncommented[start + 1..].iter().take_while(|l| !l.starts_with('['));
+            let documented = body.into_iter().any(|l| l.starts_with(&format!("{key} =")));
+            assert!(documented, "{section}.{key} is not in {}", path.display());
+        }
     }
 
     #[test]

@@ -101,6 +101,8 @@ impl Runtime {
         let b = Session::builder(&self.env).map_err(|e| e.to_string())?;
         let b = b
             .with_optimization_level(GraphOptimizationLevel::All)
+            .and_then(|b| b.with_intra_op_spinning(self.cfg.spin))
+            .and_then(|b| b.with_inter_op_spinning(self.cfg.spin))
             .map_err(|e| e.to_string())?;
         if self.cfg.intra_threads > 0 {
             b.with_intra_threads(self.cfg.intra_threads).map_err(|e| e.to_string())

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The daemon on a 720p replay of the sample photos, side by side with the OpenCV peer
+# (same fp32 YuNet + SFace, every frame, tests/reference/peer_video.py) in the same run:
+#   every frame   facegate with detect_fps = 0 and tracker.embed_every = 1: every frame
+#                 detected and every face embedded, like the peer;
+#   default       facegate as shipped: detection sampled at 10 fps by timestamp, faces
+#                 embedded when a track starts, improves, or every 10 detection frames;
+#   live pace     the default mode with realtime = true (the file paced like a camera),
+#                 where frame-to-publish latency has no replay queue in it.
+# Replays use realtime = false (every frame decoded, as fast as it goes). Threads: 2.
+# Prints a Markdown table; raw reports go to $OUT (default: a temporary folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${FACEGATE_BIN:-target/release/facegate}
+seconds=${SECONDS_OF_VIDEO:-16}
+samples=models/prepared/samples
+py="${FACEGATE_CACHE:-$HOME/.cache/facegate}/venv-ref/bin/python"
+tests/reference/run --out "$(mktemp)" "$samples/sample1.jpg" >/dev/null 2>&1
+out=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/facegate-bench-daemon.XXXXXX")}
+mkdir -p "$out"
+
+free_port() {
+  local port=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port"
+}
+
+"$bin" make-video "$out/door.mp4" --seconds "$seconds" >/dev/null
+rm -f "$out/gallery.db"
+"$bin" --gallery "$out/gallery.db" enroll --name Ann "$samples/sample1.jpg" --largest >/dev/null
+
+run_facegate() { # name detect_fps embed_every realtime
+  local name=$1 port admin
+  port=$(free_port 18830)
+  admin=$(free_port 19464)
+  rm -f "$out/outbox-$name.db"
+  cat >"$out/$name.toml" <<TOML
+[inference]
+intra_threads = 2
+[tracker]
+embed_every = $3
+[mqtt]
+port = $port
+outbox_path = "$out/outbox-$name.db"
+stats_interval_s = 0
+[gallery]
+path = "$out/gallery.db"
+[admin]
+listen = "127.0.0.1:$admin"
+[[cameras]]
+name = "door"
+url = "file://$out/door.mp4"
+detect_fps = $2
+realtime = $4
+exit_on_eos = true
+TOML
+  "$bin" --config "$out/$name.toml" run --report "$out/$name.json" 2>"$out/$name.log"
+}
+
+run_facegate every 0 1 false
+run_facegate default 10 10 false
+run_facegate live 10 10 true
+(cd tests/reference && "$py" peer_video.py --models ../../models/prepared --threads 2 \
+  --enroll "../../$samples/sample1.jpg" "$out/door.mp4" 2>/dev/null) >"$out/peer.json"
+
+"$py" - "$out" <<'PY'
+import json, sys, os
+d = sys.argv[1]
+r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in ("every", "default", "live", "peer")}
+peer = r["peer"]
+print("| pipeline | frames | fps | vs peer | faces | embeddings | events | processing p50 / p99 ms | frame→publish p50 / p99 ms |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, label in (("every", "facegate, every frame"), ("default", "facegate, default"), ("live", "facegate, default, live pace")):
+    x = r[name]
+    print(f"| {label} | {x['frames']} | {x['fps']:.1f} | {x['fps'] / peer['fps']:.2f}× | {x['faces']} | {x['embeddings']} | {x['events']} "
+          f"| {x['processing_p50_ms']:.1f} / {x['processing_p99_ms']:.1f} | {x['frame_to_publish_p50_ms']:.0f} / {x['frame_to_publish_p99_ms']:.0f} |")
+print(f"| OpenCV 5.0 peer, every frame | {peer['frames']} | {peer['fps']:.1f} | 1.00× | {peer['faces']} | {peer['faces']} | – "
+      f"| {peer['latency_p50_ms']:.1f} / {peer['latency_p99_ms']:.1f} | – |")
+PY
+echo "raw reports: $out" >&2

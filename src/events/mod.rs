@@ -1,0 +1,42 @@
+//! Identity events over MQTT, never lost.
+//!
+//! - [`Event`] is the JSON contract of `{prefix}/{camera}/events` (DESIGN.md §3).
+//! - [`Publisher`] stores every event in an SQLite outbox before it returns, and a background
+//!   task drives rumqttc's event loop: it publishes the outbox in order with QoS 1 and deletes
+//!   a row only when the broker's PUBACK for that row arrives. It also keeps
+//!   `{prefix}/available` and the cameras' retained status topics right across reconnects,
+//!   and hands remote enrollment/removal commands to the application.
+//! - With no broker host configured, an in-process broker (rumqttd) listens on
+//!   127.0.0.1 so that a first run needs nothing external.
+//! - [`watch`] is `facegate watch`: events as a person wants to read them.
+
+mod broker;
+mod command;
+mod config;
+mod link;
+mod model;
+mod outbox;
+mod publisher;
+mod watch;
+
+pub use command::{Command, CommandError};
+pub use config::MqttConfig;
+pub use model::{Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
+pub use publisher::{Publisher, PublisherMetrics, ShutdownReport};
+pub use watch::{WatchOptions, watch};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The application spawns these on a multi-threaded runtime and shares the handle.
+    #[test]
+    fn handles_and_futures_can_cross_threads() {
+        fn send<T: Send>(_: &T) {}
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Publisher>();
+        let cfg = MqttConfig::default();
+        send(&watch(&cfg, &WatchOptions::default()));
+        send(&Publisher::start(&cfg, &[], tokio_util::sync::CancellationToken::new()));
+    }
+}

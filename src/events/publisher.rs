@@ -1,0 +1,362 @@
+//! The application's handle on the MQTT side: store events, report camera state, receive
+//! commands, shut down cleanly. The connection itself lives in [`super::link`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::broker;
+use super::command::Command;
+use super::config::MqttConfig;
+use super::link::{self, Link, MAX_OUTGOING};
+use super::model::{Event, Topics, check_topic_segment};
+use super::outbox::{Durability, Outbox};
+use crate::error::Error;
+
+/// Commands waiting for the application; more are refused as busy.
+const COMMAND_QUEUE: usize = 16;
+/// Command results waiting for the broker; the oldest is dropped beyond this.
+const RESULT_QUEUE: usize = 256;
+
+/// Publishes identity events and daemon state; see the module documentation.
+///
+/// Cheap to clone. Dropping every clone without [`Publisher::shutdown`] closes the connection
+/// without DISCONNECT, so the broker publishes the last will (`offline`).
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Inserting connection (synced to disk on every commit).
+    outbox: Mutex<Outbox>,
+    topics: Topics,
+    /// Held only here: when the last clone goes, the link sees the channel close.
+    shutdown_tx: mpsc::Sender<ShutdownRequest>,
+}
+
+/// State shared between the handles and the link task.
+pub(crate) struct Shared {
+    /// Something new to send: an event, a status, stats, a result.
+    pub wake: Notify,
+    pub connected: AtomicBool,
+    /// Rows in the outbox.
+    pub depth: AtomicU64,
+    pub counters: Counters,
+    pub pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub publish_errors: AtomicU64,
+    pub commands_received: AtomicU64,
+    pub commands_rejected: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Messages that are not events: sent when connected, not stored.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Every camera's last known state; `dirty` until it has been handed to the client.
+    pub statuses: BTreeMap<String, CameraStatus>,
+    /// Only the latest stats are worth sending.
+    pub stats: Option<Vec<u8>>,
+    pub results: VecDeque<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CameraStatus {
+    pub online: bool,
+    pub dirty: bool,
+}
+
+impl Shared {
+    pub fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A panic elsewhere while holding the lock leaves plain data behind; keep going.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn depth_sub_one(&self) {
+        let _ = self
+            .depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
+    }
+}
+
+pub(crate) struct ShutdownRequest {
+    pub grace: Duration,
+    pub reply: oneshot::Sender<ShutdownReport>,
+}
+
+/// Counters since the publisher started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublisherMetrics {
+    /// Event messages handed to the broker (a resend after a reconnect counts again).
+    pub published: u64,
+    /// Events the broker acknowledged (and that left the outbox).
+    pub acked: u64,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// Events that could not be stored, and other messages dropped.
+    pub publish_errors: u64,
+    /// Messages on the command topics.
+    pub commands_received: u64,
+    /// Command messages refused (malformed, retained, or while busy or shutting down).
+    pub commands_rejected: u64,
+}
+
+/// What [`Publisher::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Events acknowledged by the broker during the grace period.
+    pub sent: u64,
+    /// Events still in the outbox; the next start sends them.
+    pub left_in_outbox: u64,
+    /// `offline` was published and the connection closed with DISCONNECT.
+    pub disconnected_cleanly: bool,
+}
+
+impl Publisher {
+    /// Opens the outbox, starts the in-process broker when `cfg.host` is absent, and starts
+    /// the connection task. Returns at once: an unreachable broker is retried in the
+    /// background (events wait in the outbox). `cameras` get a retained `offline` status
+    /// until [`Publisher::camera_status`] says otherwise.
+    ///
+    /// When `shutdown` is cancelled, command intake stops (the receiver ends); the
+    /// connection stays up so that [`Publisher::shutdown`] can drain the outbox.
+    pub async fn start(
+        cfg: &MqttConfig,
+        cameras: &[String],
+        shutdown: CancellationToken,
+    ) -> Result<(Publisher, mpsc::Receiver<Command>), Error> {
+        let mut problems = cfg.validate("mqtt");
+        for camera in cameras {
+            if let Err(why) = check_topic_segment(camera) {
+                problems.push(format!("cameras: name {why}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        let topics = Topics::new(&cfg.prefix);
+        let writer = Outbox::open(&cfg.outbox_path, Durability::Full)?;
+        let reader = Outbox::open(&cfg.outbox_path, Durability::Normal)?;
+        let depth = reader.depth()?;
+
+        if cfg.host.is_none() {
+            let port = cfg.port;
+            tokio::task::spawn_blocking(move || broker::start_embedded(port))
+                .await
+                .map_err(|e| Error::Input {
+                    path: format!("mqtt://127.0.0.1:{port}").into(),
+                    reason: format!("the in-process broker did not start: {e}"),
+                })??;
+        }
+        let options = link::mqtt_options(cfg, &topics, &cfg.client_id, link::Session::Persistent)?;
+
+        let statuses = cameras
+            .iter()
+            .map(|c| {
+                (
+                    c.clone(),
+                    CameraStatus {
+                        online: false,
+                        dirty: true,
+                    },
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            wake: Notify::new(),
+            connected: AtomicBool::new(false),
+            depth: AtomicU64::new(depth),
+            counters: Counters::default(),
+            pending: Mutex::new(Pending {
+                statuses,
+                ..Default::default()
+            }),
+        });
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
+        let link = Link::new(
+            cfg,
+            options,
+            topics.clone(),
+            shared.clone(),
+            reader,
+            command_tx,
+            shutdown,
+        );
+        tracing::info!(
+            broker = %cfg.broker_address(),
+            embedded = cfg.host.is_none(),
+            outbox = %cfg.outbox_path.display(),
+            waiting = depth,
+            "MQTT publisher started"
+        );
+        tokio::spawn(link.run(shutdown_rx));
+        let inner = Inner {
+            shared,
+            outbox: Mutex::new(writer),
+            topics,
+            shutdown_tx,
+        };
+        Ok((Publisher { inner: Arc::new(inner) }, command_rx))
+    }
+
+    /// Stores the event in the outbox (committed to disk) and wakes the sender. Returns once
+    /// the event is stored, whether or not the broker is reachable. Blocks for the length of
+    /// one SQLite commit.
+    pub fn publish_event(&self, event: &Event) -> Result<(), Error> {
+        let stored = self.store_event(event);
+        if stored.is_err() {
+            Counters::add(&self.inner.shared.counters.publish_errors);
+        }
+        stored
+    }
+
+    fn store_event(&self, event: &Event) -> Result<(), Error> {
+        check_topic_segment(&event.camera).map_err(|why| Error::Rejected(format!("event camera name {why}")))?;
+        let finite = event.similarity.is_none_or(f32::is_finite)
+            && event.threshold.is_finite()
+            && event.liveness.is_none_or(|l| l.score.is_finite())
+            && event.bbox.iter().all(|v| v.is_finite());
+        if !finite {
+            return Err(Error::Rejected(format!(
+                "event {} holds a non-finite number (JSON cannot carry it)",
+                event.event_id
+            )));
+        }
+        let topic = self.inner.topics.camera_events(&event.camera);
+        let payload =
+            serde_json::to_vec(event).map_err(|e| Error::Rejected(format!("event cannot be encoded: {e}")))?;
+        if link::packet_too_large(&topic, payload.len()) {
+            return Err(Error::Rejected(format!(
+                "event {} is larger than {MAX_OUTGOING} bytes",
+                event.event_id
+            )));
+        }
+        let seq = {
+            let outbox = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            outbox.push(&topic, &payload)?
+        };
+        let shared = &self.inner.shared;
+        shared.depth.fetch_add(1, Ordering::Relaxed);
+        shared.wake.notify_one();
+        tracing::debug!(seq, event_id = %event.event_id, camera = %event.camera, "event stored in the outbox");
+        Ok(())
+    }
+
+    /// Sets the camera's retained `{prefix}/{camera}/status` (`online` / `offline`); it is
+    /// published again after every reconnect.
+    pub fn camera_status(&self, camera: &str, online: bool) {
+        if let Err(why) = check_topic_segment(camera) {
+            tracing::error!(camera, "camera status not published: name {why}");
+            return;
+        }
+        let shared = &self.inner.shared;
+        shared
+            .pending()
+            .statuses
+            .insert(camera.to_owned(), CameraStatus { online, dirty: true });
+        shared.wake.notify_one();
+    }
+
+    /// Publishes `{prefix}/stats` (QoS 0, not retained) when connected; dropped otherwise.
+    pub fn stats(&self, json: serde_json::Value) {
+        let shared = &self.inner.shared;
+        let payload = json.to_string().into_bytes();
+        if link::packet_too_large(&self.inner.topics.stats(), payload.len()) {
+            Counters::add(&shared.counters.publish_errors);
+            tracing::error!(bytes = payload.len(), "stats not published: too large");
+            return;
+        }
+        shared.pending().stats = Some(payload);
+        shared.wake.notify_one();
+    }
+
+    /// Publishes a command result on `{prefix}/cmd/result` (QoS 1). Results wait for the
+    /// connection in memory (the newest 256).
+    pub fn command_result(&self, json: serde_json::Value) {
+        let shared = &self.inner.shared;
+        let payload = json.to_string().into_bytes();
+        if link::packet_too_large(&self.inner.topics.cmd_result(), payload.len()) {
+            Counters::add(&shared.counters.publish_errors);
+            tracing::error!(bytes = payload.len(), "command result not published: too large");
+            return;
+        }
+        push_result(shared, payload);
+        shared.wake.notify_one();
+    }
+
+    /// Connected to the broker now.
+    pub fn connected(&self) -> bool {
+        self.inner.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Events in the outbox: stored and not yet acknowledged.
+    pub fn outbox_depth(&self) -> u64 {
+        self.inner.shared.depth.load(Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> PublisherMetrics {
+        let c = &self.inner.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PublisherMetrics {
+            published: get(&c.published),
+            acked: get(&c.acked),
+            reconnects: get(&c.reconnects),
+            publish_errors: get(&c.publish_errors),
+            commands_received: get(&c.commands_received),
+            commands_rejected: get(&c.commands_rejected),
+        }
+    }
+
+    /// Sends what the outbox holds for at most `grace`, then publishes every camera's status
+    /// and `{prefix}/available` as `offline` (retained) and disconnects cleanly (allowing
+    /// itself one more second for that). With the broker unreachable it gives up at the end
+    /// of `grace` (at once when the outbox is empty); what is left stays in the outbox for
+    /// the next start. Events stored by other clones after this call stay in the outbox too.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .inner
+            .shutdown_tx
+            .send(ShutdownRequest { grace, reply })
+            .await
+            .is_ok();
+        if asked && let Ok(report) = answer.await {
+            return report;
+        }
+        // The connection task is gone already (an earlier shutdown through another clone).
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: self.outbox_depth(),
+            disconnected_cleanly: false,
+        }
+    }
+}
+
+pub(crate) fn push_result(shared: &Shared, payload: Vec<u8>) {
+    let mut pending = shared.pending();
+    if pending.results.len() >= RESULT_QUEUE {
+        pending.results.pop_front();
+        Counters::add(&shared.counters.publish_errors);
+        tracing::warn!("command result dropped: {RESULT_QUEUE} results are waiting for the broker");
+    }
+    pending.results.push_back(payload);
+}

@@ -1,0 +1,611 @@
+//! The daemon end to end: the real binary replays a generated video (or an RTSP stream
+//! served in this process) against Debian's mosquitto started on a free port.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::mosquitto::{Mosquitto, Persistence, free_port};
+use common::*;
+use serde_json::Value;
+
+/// Everything a subscriber saw, as (topic, payload) in arrival order.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Subscriber {
+    /// A durable QoS 1 subscription (clean session off), so that messages sent while it is
+    /// cut off by a broker restart reach it afterwards.
+    fn start(port: u16, id: &str) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-c",
+                "-i",
+                id,
+                "-v",
+            ])
+            .args(["-t", "facegate/#"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (Debian mosquitto-clients) is needed");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((topic, payload)) = line.split_once(' ') {
+                    sink.lock().unwrap().push((topic.to_string(), payload.to_string()));
+                }
+            }
+        });
+        let sub = Subscriber { child, lines };
+        // Subscribed once a probe published now comes back (before that it may be lost).
+        let start = Instant::now();
+        while sub.messages("facegate/test-probe").is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mosquitto_sub did not subscribe"
+            );
+            let probe = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    "facegate/test-probe",
+                    "-m",
+                    "probe",
+                ])
+                .status()
+                .expect("mosquitto_pub (Debian mosquitto-clients) is needed");
+            assert!(probe.success(), "mosquitto_pub failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sub
+    }
+
+    fn messages(&self, topic_suffix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with(topic_suffix))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.messages("/events")
+            .iter()
+            .map(|p| serde_json::from_str(p).expect("event is JSON"))
+            .collect()
+    }
+
+    fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&Subscriber) -> bool) {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; saw {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A generated demo video, made once per test binary run.
+fn demo_video() -> PathBuf {
+    static VIDEO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VIDEO
+        .get_or_init(|| {
+            let dir = scratch("daemon-video");
+            let out = dir.join("demo.mp4");
+            let o = facegate(&["make-video", path_str(&out), "--seconds", "12"], &[]);
+            assert!(o.status.success(), "make-video: {}", String::from_utf8_lossy(&o.stderr));
+            out
+        })
+        .clone()
+}
+
+struct Setup {
+    dir: PathBuf,
+    gallery: PathBuf,
+    config: PathBuf,
+    /// Port of the admin endpoints.
+    admin: u16,
+}
+
+/// A gallery with Ann (the largest face of sample1, shown first in the demo video) and a
+/// configuration for one camera.
+fn setup(name: &str, mqtt_port: u16, camera_toml: &str) -> Setup {
+    let dir = scratch(name);
+    let gallery = dir.join("gallery.db");
+    let o = facegate(
+        &[
+            "--gallery",
+            path_str(&gallery),
+            "enroll",
+            "--name",
+            "Ann",
+            "--largest",
+            path_str(&sample(1)),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = dir.join("facegate.toml");
+    let admin = free_port();
+    let toml = format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\noutbox_path = \"{outbox}\"\nstats_interval_s = 1\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n\
+         [gallery]\npath = \"{gallery}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[daemon]\nshutdown_grace_s = 5\n{camera_toml}",
+        outbox = dir.join("outbox.db").display(),
+        gallery = gallery.display(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    Setup {
+        dir,
+        gallery,
+        config,
+        admin,
+    }
+}
+
+fn file_camera(video: &Path, realtime: bool) -> String {
+    format!(
+        "[[cameras]]\nname = \"door\"\nurl = \"file://{}\"\ndetect_fps = 10\nrealtime = {realtime}\nexit_on_eos = true\n",
+        video.display()
+    )
+}
+
+fn start_daemon(s: &Setup) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args([
+            "--models",
+            path_str(&models()),
+            "--device",
+            "cpu",
+            "--config",
+            path_str(&s.config),
+            "run",
+        ])
+        .current_dir(&s.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(s.dir.join("daemon.log")).unwrap()))
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(child: &mut Child, s: &Setup, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("daemon did not exit within {timeout:?}; log:\n{}", log(s));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log(s: &Setup) -> String {
+    std::fs::read_to_string(s.dir.join("daemon.log")).unwrap_or_default()
+}
+
+/// A plain HTTP/1.0 GET on the admin port: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin port answers");
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    c.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+/// Every field of DESIGN.md §3's event, with its type, and nothing else.
+fn assert_event_schema(e: &Value) {
+    let mut keys: Vec<&str> = e
+        .as_object()
+        .expect("event is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let want = [
+        "box",
+        "camera",
+        "event_id",
+        "frames",
+        "liveness",
+        "person",
+        "pts_ms",
+        "similarity",
+        "threshold",
+        "timestamp",
+        "track_id",
+        "type",
+    ];
+    assert_eq!(keys, want, "{e}");
+    let s = |k: &str| {
+        e[k].as_str()
+            .unwrap_or_else(|| panic!("{k} not a string: {e}"))
+            .to_string()
+    };
+    assert_eq!(s("event_id").len(), 36, "UUID: {e}");
+    assert!(["recognized", "unknown", "spoof"].contains(&s("type").as_str()), "{e}");
+    assert_eq!(s("camera"), "door");
+    assert!(e["track_id"].is_u64(), "{e}");
+    assert!(chrono::DateTime::parse_from_rfc3339(&s("timestamp")).is_ok(), "{e}");
+    assert!(s("timestamp").ends_with('Z'));
+    assert!(e["pts_ms"].is_i64() || e["pts_ms"].is_u64(), "{e}");
+    if s("type") == "recognized" {
+        assert!(e["person"]["id"].is_i64() && e["person"]["name"].is_string(), "{e}");
+    } else {
+        assert!(e["person"].is_null(), "{e}");
+    }
+    assert!(e["similarity"].is_number() || e["similarity"].is_null(), "{e}");
+    let t = e["threshold"].as_f64().expect("threshold");
+    assert!((0.0..=1.0).contains(&t));
+    assert!(
+        e.get("liveness").is_some(),
+        "liveness key present (null until liveness lands): {e}"
+    );
+    let b = e["box"].as_array().expect("box");
+    assert_eq!(b.len(), 4);
+    assert!(b.iter().all(Value::is_number));
+    assert!(e["frames"].as_u64().unwrap() >= 1);
+}
+
+/// (track, type, person) of every event: what must not change between runs.
+fn decisions(events: &[Value]) -> Vec<(u64, String, String)> {
+    let mut v: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e["track_id"].as_u64().unwrap(),
+                e["type"].as_str().unwrap().to_string(),
+                e["person"]["name"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// One event per track decision: never the same decision twice in a row for a track.
+fn assert_one_event_per_decision(events: &[Value]) {
+    let mut last: std::collections::HashMap<u64, (String, String)> = Default::default();
+    for e in events {
+        let key = (
+            e["type"].as_str().unwrap().to_string(),
+            e["person"]["name"].as_str().unwrap_or("-").to_string(),
+        );
+        let id = e["track_id"].as_u64().unwrap();
+        assert_ne!(
+            last.get(&id),
+            Some(&key),
+            "track {id} repeated its decision: {events:?}"
+        );
+        last.insert(id, key);
+    }
+}
+
+fn replay_run(name: &str) -> (Vec<Value>, Subscriber, Mosquitto) {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, &format!("sub-{name}"));
+    let s = setup(name, broker.port, &file_camera(&demo_video(), false));
+    let mut daemon = start_daemon(&s);
+    let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
+    assert!(status.success(), "daemon failed: {status}\n{}", log(&s));
+    sub.wait_until("offline", Duration::from_secs(10), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
+    (sub.events(), sub, broker)
+}
+
+#[test]
+fn replay_recognizes_the_enrolled_person_and_nobody_else() {
+    let (events, sub, _broker) = replay_run("daemon-replay");
+    assert!(!events.is_empty(), "no events");
+    for e in &events {
+        assert_event_schema(e);
+        if e["type"] == "recognized" {
+            assert_eq!(e["person"]["name"], "Ann", "only Ann is enrolled: {e}");
+        }
+    }
+    assert!(
+        events.iter().any(|e| e["type"] == "recognized"),
+        "Ann not recognized: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "unknown"),
+        "strangers not reported: {events:?}"
+    );
+    assert_one_event_per_decision(&events);
+    // Retained statuses and the availability lifecycle.
+    assert_eq!(sub.messages("/available").first().map(String::as_str), Some("online"));
+    assert!(sub.messages("/door/status").iter().any(|m| m == "online"));
+    assert!(!sub.messages("/stats").is_empty(), "periodic stats");
+
+    // A replay is deterministic: a second run decides the same.
+    let (again, _, _) = replay_run("daemon-replay-2");
+    assert_eq!(decisions(&events), decisions(&again));
+}
+
+#[test]
+fn broker_outage_mid_replay_loses_no_event() {
+    let (undisturbed, _, _) = replay_run("daemon-undisturbed");
+
+    let mut broker = Mosquitto::start(Persistence::OnExit);
+    let sub = Subscriber::start(broker.port, "sub-outage");
+    // realtime = false like the undisturbed run: the same frames, so the same decisions.
+    let s = setup("daemon-outage", broker.port, &file_camera(&demo_video(), false));
+    // Long enough for the backlog to go out even if the replay ends during the outage.
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shutdown_grace_s = 5", "shutdown_grace_s = 60");
+    std::fs::write(&s.config, cfg).unwrap();
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("a first event", Duration::from_secs(120), |s| !s.events().is_empty());
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the replay ended before the outage was over:\n{}",
+        log(&s)
+    );
+    broker.run();
+    let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
+    assert!(status.success(), "{}", log(&s));
+    sub.wait_until("offline", Duration::from_secs(15), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
+    let events = sub.events();
+    for e in &events {
+        assert_event_schema(e);
+    }
+    assert!(
+        log(&s).contains("lost the MQTT connection"),
+        "the daemon saw the outage:\n{}",
+        log(&s)
+    );
+    assert_eq!(
+        decisions(&events),
+        decisions(&undisturbed),
+        "events differ from an undisturbed run"
+    );
+}
+
+#[test]
+fn sigterm_mid_replay_publishes_offline_and_keeps_what_is_left() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-term");
+    let s = setup("daemon-term", broker.port, &file_camera(&demo_video(), true));
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("a first event", Duration::from_secs(120), |s| !s.events().is_empty());
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, &s, Duration::from_secs(30));
+    assert!(status.success(), "SIGTERM must exit 0: {status}\n{}", log(&s));
+    sub.wait_until("offline", Duration::from_secs(10), |s| {
+        s.messages("/available").last().is_some_and(|m| m == "offline")
+    });
+    let outbox = rusqlite::Connection::open(s.dir.join("outbox.db")).unwrap();
+    let left: i64 = outbox
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "with the broker up the outbox drains before exit");
+}
+
+#[test]
+fn events_wait_in_the_outbox_while_the_broker_is_unreachable_at_start() {
+    let port = free_port();
+    let s = setup("daemon-nobroker", port, &file_camera(&demo_video(), false));
+    let mut daemon = start_daemon(&s);
+    // The replay runs and ends without a broker; SIGTERM would also do.
+    let status = wait_exit(&mut daemon, &s, Duration::from_secs(300));
+    assert!(status.success(), "{}", log(&s));
+    let outbox = rusqlite::Connection::open(s.dir.join("outbox.db")).unwrap();
+    let stored: Vec<String> = outbox
+        .prepare("SELECT payload FROM outbox ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|p| {
+            serde_json::from_slice::<Value>(&p.unwrap()).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let left = stored.len() as i64;
+    assert!(left > 0, "events kept for later");
+    assert!(
+        log(&s).contains("cannot reach the MQTT broker"),
+        "a clear warning:\n{}",
+        log(&s)
+    );
+    drop(outbox);
+    // A restart with the broker present delivers them, in order, before anything new.
+    let broker = Mosquitto::start_on(port, Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-later");
+    let empty = s.dir.join("empty.toml");
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&empty, cfg.split("[[cameras]]").next().unwrap()).unwrap();
+    let later = Setup {
+        dir: s.dir.clone(),
+        gallery: s.gallery.clone(),
+        config: empty,
+        admin: s.admin,
+    };
+    let mut daemon = start_daemon(&later);
+    sub.wait_until("the backlog", Duration::from_secs(30), |x| {
+        x.events().len() as i64 >= left
+    });
+    let mut received: Vec<String> = Vec::new();
+    for e in sub.events() {
+        let id = e["event_id"].as_str().unwrap().to_string();
+        if !received.contains(&id) {
+            received.push(id);
+        }
+    }
+    assert_eq!(received, stored, "the backlog arrives whole and in order");
+    // With no camera it keeps running (commands, backlog) until told to stop.
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "a daemon without cameras exited:\n{}",
+        log(&later)
+    );
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, &later, Duration::from_secs(30)).success(),
+        "{}",
+        log(&later)
+    );
+}
+
+#[test]
+fn a_broken_camera_does_not_stop_a_working_one() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-broken");
+    let cams = format!(
+        "{}[[cameras]]\nname = \"yard\"\nurl = \"rtsp://127.0.0.1:{}/nothing\"\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n",
+        file_camera(&demo_video(), false),
+        free_port()
+    );
+    let cams = cams.replace("exit_on_eos = true", "exit_on_eos = false");
+    let s = setup("daemon-broken", broker.port, &cams);
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("events from the working camera", Duration::from_secs(120), |x| {
+        x.events().iter().any(|e| e["type"] == "recognized")
+    });
+    assert!(
+        sub.messages("/yard/status").iter().all(|m| m == "offline"),
+        "{:?}",
+        sub.messages("/yard/status")
+    );
+    // The admin endpoints tell the same story.
+    assert_eq!(http_get(s.admin, "/live").0, 200);
+    let (code, body) = http_get(s.admin, "/ready");
+    assert_eq!(code, 503, "not ready while a camera is down: {body}");
+    let ready: Value = serde_json::from_str(&body).expect("/ready is JSON");
+    assert_eq!(ready["parts"]["broker"], true, "{ready}");
+    assert_eq!(ready["parts"]["models"], true, "{ready}");
+    let (code, metrics) = http_get(s.admin, "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "facegate_frames_total{camera=\"door\"}",
+        "facegate_events_total{camera=\"door\",kind=\"recognized\"} ",
+        "facegate_camera_online{camera=\"yard\"} 0",
+        "facegate_broker_connected 1",
+        "facegate_inference_seconds_bucket{",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics:\n{metrics}");
+    }
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(),
+        "{}",
+        log(&s)
+    );
+    assert!(log(&s).contains("yard"), "the broken camera is logged");
+}
+
+#[test]
+fn rtsp_camera_goes_offline_and_back_online() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-rtsp");
+    let port = free_port();
+    let server = common::rtsp::serve(&demo_video(), port).expect("RTSP server");
+    let cam = format!(
+        "[[cameras]]\nname = \"door\"\nurl = \"{}\"\nframe_timeout_ms = 2000\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n",
+        server.url()
+    );
+    let s = setup("daemon-rtsp", broker.port, &cam);
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("online", Duration::from_secs(60), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "online")
+    });
+    sub.wait_until("a first event", Duration::from_secs(60), |x| !x.events().is_empty());
+    server.stop();
+    sub.wait_until("offline", Duration::from_secs(20), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "offline")
+    });
+    let before = sub.events().len();
+    let server = common::rtsp::serve(&demo_video(), port).expect("RTSP server again");
+    sub.wait_until("online again", Duration::from_secs(60), |x| {
+        x.messages("/door/status").last().is_some_and(|m| m == "online")
+    });
+    sub.wait_until("events resume", Duration::from_secs(60), |x| x.events().len() > before);
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(),
+        "{}",
+        log(&s)
+    );
+    server.stop();
+}
+
+#[test]
+fn bad_configuration_is_reported_whole() {
+    let dir = scratch("daemon-badcfg");
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[mqtt]\nport = 1883\nprefix = \"\"\n[[cameras]]\nname = \"a b\"\nurl = \"\"\ndetect_fps = -1\n[[cameras]]\nname = \"x\"\nurl = \"file:///v.mp4\"\n[[cameras]]\nname = \"x\"\nurl = \"file:///w.mp4\"\n",
+    )
+    .unwrap();
+    let o = facegate(&["--config", path_str(&f), "validate-config"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    for key in [
+        "mqtt.prefix",
+        "cameras[0].name",
+        "cameras[0].url",
+        "cameras[0].detect_fps",
+        "cameras[2].name",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+}

@@ -1,0 +1,995 @@
+//! MQTT events end to end against a real Mosquitto (started here on a free port) and the
+//! in-process broker: schema, retained state, outages, restarts, last will, commands.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::TempDir;
+use common::mosquitto::{Mosquitto, Persistence, free_port};
+use facegate::events::{
+    Command, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport, WatchOptions, timestamp,
+};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---- scaffolding ------------------------------------------------------------------------------
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+impl Msg {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// A test client that subscribes and forwards every message; reconnects on its own.
+struct Subscriber {
+    rx: mpsc::UnboundedReceiver<Msg>,
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Returns once the broker has acknowledged the subscriptions.
+    async fn start(port: u16, client_id: &str, persistent: bool, filters: &[&str]) -> Subscriber {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_clean_session(!persistent);
+        let (client, mut eventloop) = AsyncClient::new(options, 32);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let subscriber = client.clone();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                        for f in &filters {
+                            subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("subscription not acknowledged")
+            .unwrap();
+        Subscriber { rx, client, task }
+    }
+
+    async fn next(&mut self) -> Msg {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("no message in time")
+            .unwrap()
+    }
+
+    /// The next message on `topic`, skipping others.
+    async fn next_on(&mut self, topic: &str) -> Msg {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("nothing on {topic} in time"))
+                .unwrap();
+            if msg.topic == topic {
+                return msg;
+            }
+        }
+    }
+
+    /// Messages on `topic` until `done` says so.
+    async fn collect_on(
+        &mut self,
+        topic_suffix: &str,
+        limit: Duration,
+        mut done: impl FnMut(&[Msg]) -> bool,
+    ) -> Vec<Msg> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(m)) if m.topic.ends_with(topic_suffix) => got.push(m),
+                Ok(Some(_)) => {}
+                _ => panic!("gave up after {limit:?} with {} messages on *{topic_suffix}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Nothing more arrives for `quiet`.
+    async fn assert_quiet(&mut self, quiet: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            panic!("unexpected message on {}: {}", m.topic, m.text());
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn config(port: u16, dir: &Path, prefix: &str) -> MqttConfig {
+    MqttConfig {
+        host: Some("127.0.0.1".into()),
+        port,
+        prefix: prefix.into(),
+        client_id: format!("facegate-test-{prefix}"),
+        keep_alive_s: 5,
+        backoff_initial_ms: 50,
+        backoff_max_ms: 400,
+        outbox_path: dir.join("outbox.db"),
+        stats_interval_s: 1,
+        ..Default::default()
+    }
+}
+
+fn event(camera: &str, track_id: u64, kind: EventKind) -> Event {
+    let recognized = kind == EventKind::Recognized;
+    Event {
+        event_id: uuid::Uuid::new_v4(),
+        kind,
+        camera: camera.into(),
+        track_id,
+        timestamp: timestamp(chrono::Utc::now()),
+        pts_ms: 40 * track_id as i64,
+        person: recognized.then(|| PersonRef {
+            id: 7,
+            name: "Ann".into(),
+        }),
+        similarity: (kind != EventKind::Spoof).then_some(if recognized { 0.71 } else { 0.21 }),
+        threshold: 0.5,
+        liveness: (kind == EventKind::Spoof).then_some(Liveness {
+            score: 0.12,
+            live: false,
+        }),
+        bbox: [10.0, 20.0, 64.5, 80.25],
+        frames: 12,
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn event_id(m: &Msg) -> String {
+    m.json()["event_id"].as_str().unwrap().to_owned()
+}
+
+/// Checks one received event against the contract of DESIGN.md §3, field by field.
+fn assert_schema(v: &Value) {
+    let obj = v.as_object().expect("event is a JSON object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "box",
+            "camera",
+            "event_id",
+            "frames",
+            "liveness",
+            "person",
+            "pts_ms",
+            "similarity",
+            "threshold",
+            "timestamp",
+            "track_id",
+            "type"
+        ]
+    );
+    uuid::Uuid::parse_str(v["event_id"].as_str().unwrap()).expect("event_id is a UUID");
+    assert!(matches!(v["type"].as_str(), Some("recognized" | "unknown" | "spoof")));
+    assert!(v["camera"].is_string());
+    assert!(v["track_id"].is_u64());
+    let ts = v["timestamp"].as_str().unwrap();
+    let parsed = chrono::DateTime::parse_from_rfc3339(ts).expect("timestamp is RFC 3339");
+    assert_eq!(parsed.offset().local_minus_utc(), 0, "timestamp is UTC: {ts}");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2025-01-01T00:00:00.000Z".len(),
+        "milliseconds: {ts}"
+    );
+    assert!(v["pts_ms"].is_i64());
+    match &v["person"] {
+        Value::Null => {}
+        p => {
+            assert!(p["id"].is_i64() && p["name"].is_string(), "{p}");
+            assert_eq!(p.as_object().unwrap().len(), 2);
+        }
+    }
+    assert!(v["similarity"].is_null() || v["similarity"].is_f64());
+    if let Some(s) = v["similarity"].as_f64() {
+        assert!((0.0..=1.0).contains(&s));
+    }
+    assert!(v["threshold"].is_f64());
+    match &v["liveness"] {
+        Value::Null => {}
+        l => {
+            assert!(l["score"].is_f64() && l["live"].is_boolean(), "{l}");
+            assert_eq!(l.as_object().unwrap().len(), 2);
+        }
+    }
+    let b = v["box"].as_array().expect("box is an array");
+    assert_eq!(b.len(), 4);
+    assert!(b.iter().all(Value::is_number));
+    assert!(v["frames"].is_u64());
+}
+
+// ---- tests ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_with_the_full_schema_and_state_is_retained() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("schema");
+    let mut sub = Subscriber::start(broker.port, "sub-schema", false, &["fg1/#"]).await;
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let (publisher, _commands) = Publisher::start(
+        &config(broker.port, dir.path(), "fg1"),
+        &cameras,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sub.next_on("fg1/available").await.text(), "online");
+    publisher.camera_status("door", true);
+
+    let sent = [
+        event("door", 1, EventKind::Recognized),
+        event("door", 2, EventKind::Unknown),
+        event("gate", 3, EventKind::Spoof),
+    ];
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+    let got = sub.collect_on("/events", WAIT, |m| m.len() == 3).await;
+    for (m, e) in got.iter().zip(&sent) {
+        assert_eq!(m.topic, format!("fg1/{}/events", e.camera));
+        assert!(!m.retain);
+        let v = m.json();
+        assert_schema(&v);
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), *e);
+    }
+    assert_eq!(got[0].json()["person"], json!({"id": 7, "name": "Ann"}));
+    assert_eq!(got[0].json()["similarity"].to_string(), "0.71");
+    assert_eq!(got[1].json()["person"], Value::Null);
+    assert_eq!(got[2].json()["liveness"], json!({"score": 0.12, "live": false}));
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+    let m = publisher.metrics();
+    assert_eq!((m.acked, m.publish_errors, m.reconnects), (3, 0, 0), "{m:?}");
+    assert!(m.published >= 3);
+
+    publisher.stats(json!({"cameras": {"door": {"fps": 10.0}}}));
+    let stats = sub.next_on("fg1/stats").await;
+    assert!(!stats.retain);
+    assert_eq!(stats.json()["cameras"]["door"]["fps"], 10.0);
+    publisher.command_result(json!({"request_id": "x", "ok": true}));
+    assert_eq!(
+        sub.next_on("fg1/cmd/result").await.json(),
+        json!({"request_id": "x", "ok": true})
+    );
+
+    // Someone subscribing later learns the state from retained messages.
+    let mut late = Subscriber::start(broker.port, "sub-late", false, &["fg1/available", "fg1/+/status"]).await;
+    let mut retained = HashMap::new();
+    for _ in 0..3 {
+        let m = late.next().await;
+        assert!(m.retain, "{} is retained", m.topic);
+        retained.insert(m.topic.clone(), m.text());
+    }
+    assert_eq!(
+        retained,
+        HashMap::from([
+            ("fg1/available".to_string(), "online".to_string()),
+            ("fg1/door/status".to_string(), "online".to_string()),
+            ("fg1/gate/status".to_string(), "offline".to_string()),
+        ])
+    );
+
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        report,
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: 0,
+            disconnected_cleanly: true
+        }
+    );
+    let mut after = HashMap::new();
+    for _ in 0..3 {
+        let m = late.next().await;
+        after.insert(m.topic.clone(), m.text());
+    }
+    assert!(after.values().all(|v| v == "offline"), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_nothing_and_keeps_order_per_camera() {
+    init_tracing();
+    let mut broker = Mosquitto::start(Persistence::OnExit);
+    let dir = TempDir::new("outage");
+    // A persistent session: the broker keeps our messages while we are cut off too.
+    let mut sub = Subscriber::start(broker.port, "sub-outage", true, &["fg2/+/events"]).await;
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let (publisher, _commands) = Publisher::start(
+        &config(broker.port, dir.path(), "fg2"),
+        &cameras,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("connected", WAIT, || publisher.connected()).await;
+
+    let started = Instant::now();
+    let mut published = Vec::new();
+    for i in 0..60u64 {
+        let e = event(if i % 2 == 0 { "door" } else { "gate" }, i, EventKind::Unknown);
+        publisher.publish_event(&e).unwrap();
+        published.push(e);
+        if i == 20 {
+            broker.stop();
+            wait_until("outage noticed", WAIT, || !publisher.connected()).await;
+        }
+        if i == 40 {
+            assert!(
+                publisher.outbox_depth() >= 20,
+                "events wait in the outbox: {}",
+                publisher.outbox_depth()
+            );
+            broker.run();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let wanted: HashSet<String> = published.iter().map(|e| e.event_id.to_string()).collect();
+    let mut seen = HashSet::new();
+    let got = sub
+        .collect_on("/events", Duration::from_secs(30), |m| {
+            if let Some(last) = m.last() {
+                seen.insert(event_id(last));
+            }
+            wanted.is_subset(&seen)
+        })
+        .await;
+    // Nothing but what was published; duplicates allowed; first sightings in order per camera.
+    let mut first_seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut dedup = HashSet::new();
+    for m in &got {
+        let id = event_id(m);
+        assert!(wanted.contains(&id), "unknown event {id}");
+        if dedup.insert(id) {
+            let v = m.json();
+            first_seen
+                .entry(v["camera"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(v["track_id"].as_u64().unwrap());
+        }
+    }
+    for (camera, tracks) in &first_seen {
+        let expected: Vec<u64> = published
+            .iter()
+            .filter(|e| &e.camera == camera)
+            .map(|e| e.track_id)
+            .collect();
+        assert_eq!(tracks, &expected, "order on {camera}");
+    }
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+    let m = publisher.metrics();
+    assert!(m.reconnects >= 1, "{m:?}");
+    assert!(m.acked >= 60, "{m:?}");
+    eprintln!(
+        "outage test: 60 events, {} received ({} duplicates), {:?}, {m:?}",
+        got.len(),
+        got.len() - 60,
+        started.elapsed()
+    );
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly && report.left_in_outbox == 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_outlives_a_publisher_that_never_reached_the_broker() {
+    init_tracing();
+    let port = free_port();
+    let dir = TempDir::new("restart");
+    let cfg = config(port, dir.path(), "fg3");
+    let cameras = ["door".to_string()];
+
+    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    let published: Vec<Event> = (0..5).map(|i| event("door", i, EventKind::Recognized)).collect();
+    for e in &published {
+        publisher.publish_event(e).unwrap();
+    }
+    assert_eq!(publisher.outbox_depth(), 5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!publisher.connected());
+    // Without a broker, shutdown gives up at the end of its grace period (bounded here
+    // generously: the point is that it returns, not how fast).
+    let report = tokio::time::timeout(Duration::from_secs(30), publisher.shutdown(Duration::from_millis(300)))
+        .await
+        .expect("shutdown without a broker returns after its grace period");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: 5,
+            disconnected_cleanly: false
+        }
+    );
+
+    let broker = Mosquitto::start_on(port, Persistence::Off);
+    let mut sub = Subscriber::start(broker.port, "sub-restart", false, &["fg3/+/events"]).await;
+    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.outbox_depth(),
+        5,
+        "a new publisher starts from what the outbox holds"
+    );
+    let got = sub.collect_on("/events", WAIT, |m| m.len() == 5).await;
+    let ids: Vec<String> = got.iter().map(event_id).collect();
+    let expected: Vec<String> = published.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(ids, expected);
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        report,
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: 0,
+            disconnected_cleanly: true
+        }
+    );
+    sub.assert_quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_on_a_lost_connection_and_offline_on_a_clean_shutdown() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("will");
+    let cfg = config(broker.port, dir.path(), "fg4");
+    let mut sub = Subscriber::start(broker.port, "sub-will", false, &["fg4/available"]).await;
+
+    // Dropped without shutdown, as in a crash: the broker publishes the will.
+    let (publisher, _commands) = Publisher::start(&cfg, &[], CancellationToken::new()).await.unwrap();
+    assert_eq!(sub.next().await.text(), "online");
+    let clone = publisher.clone();
+    drop(publisher);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sub.assert_quiet(Duration::from_millis(100)).await; // a clone still holds the connection
+    drop(clone);
+    assert_eq!(sub.next().await.text(), "offline");
+    let mut late = Subscriber::start(broker.port, "sub-will-late", false, &["fg4/available"]).await;
+    let m = late.next().await;
+    assert!(m.retain && m.text() == "offline", "{m:?}");
+
+    // A clean shutdown says offline itself and disconnects (no will).
+    let (publisher, _commands) = Publisher::start(&cfg, &[], CancellationToken::new()).await.unwrap();
+    assert_eq!(sub.next().await.text(), "online");
+    let report = publisher.shutdown(Duration::from_secs(1)).await;
+    assert!(report.disconnected_cleanly, "{report:?}");
+    assert_eq!(sub.next().await.text(), "offline");
+    sub.assert_quiet(Duration::from_millis(300)).await;
+    drop(late);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_valid_ones_reach_the_application_malformed_ones_get_a_result() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("commands");
+    let port = broker.port;
+    let mut results = Subscriber::start(port, "sub-results", false, &["fg5/cmd/result", "fg5/available"]).await;
+    let commander = Subscriber::start(port, "commander", false, &["fg5/nothing"]).await;
+    let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01];
+    let image = base64::engine::general_purpose::STANDARD.encode(jpeg);
+
+    // Retained before the daemon subscribes: it would come back at every subscription.
+    let retained = json!({"request_id": "m5", "name": "Eve", "image": image});
+    commander
+        .client
+        .publish("fg5/cmd/enroll", QoS::AtLeastOnce, true, retained.to_string())
+        .await
+        .unwrap();
+
+    let token = CancellationToken::new();
+    let (publisher, mut commands) = Publisher::start(&config(port, dir.path(), "fg5"), &[], token.clone())
+        .await
+        .unwrap();
+    // `online` follows our subscriptions on the same connection: they are in place.
+    assert_eq!(results.next_on("fg5/available").await.text(), "online");
+
+    let send = |topic: &'static str, payload: String| {
+        let client = commander.client.clone();
+        async move { client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap() }
+    };
+    send(
+        "fg5/cmd/enroll",
+        json!({"request_id": "e1", "name": "Ann", "image": image, "append": true}).to_string(),
+    )
+    .await;
+    send("fg5/cmd/remove", json!({"request_id": "r1", "name": "Bob"}).to_string()).await;
+    send("fg5/cmd/enroll", "not json".into()).await;
+    send("fg5/cmd/enroll", json!({"request_id": "m2", "name": "A"}).to_string()).await;
+    send(
+        "fg5/cmd/enroll",
+        json!({"request_id": "m3", "name": "A", "image": "!!!"}).to_string(),
+    )
+    .await;
+    send("fg5/cmd/remove", json!({"request_id": "m4"}).to_string()).await;
+
+    let first = tokio::time::timeout(WAIT, commands.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        Command::Enroll {
+            request_id: Some("e1".into()),
+            name: "Ann".into(),
+            jpeg: jpeg.to_vec(),
+            append: true
+        }
+    );
+    let second = tokio::time::timeout(WAIT, commands.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        second,
+        Command::Remove {
+            request_id: Some("r1".into()),
+            name: "Bob".into()
+        }
+    );
+
+    let refused = results.collect_on("/cmd/result", WAIT, |m| m.len() == 5).await;
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for m in &refused {
+        let v = m.json();
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        by_id.insert(v["request_id"].as_str().unwrap_or("none").to_owned(), v);
+    }
+    let mut ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["m2", "m3", "m4", "m5", "none"]);
+    assert!(by_id["m2"]["error"].as_str().unwrap().contains("image is missing"));
+    assert!(by_id["m3"]["error"].as_str().unwrap().contains("base64"));
+    assert!(by_id["m4"]["error"].as_str().unwrap().contains("name is missing"));
+    assert!(by_id["m5"]["error"].as_str().unwrap().contains("retained"));
+    assert!(by_id["none"]["error"].as_str().unwrap().contains("not JSON"));
+    let m = publisher.metrics();
+    assert_eq!((m.commands_received, m.commands_rejected), (7, 5), "{m:?}");
+
+    // The application answers through the publisher.
+    publisher.command_result(json!({"request_id": "e1", "ok": true, "person": {"id": 1, "name": "Ann"}}));
+    assert_eq!(results.next_on("fg5/cmd/result").await.json()["request_id"], "e1");
+
+    // Stopping the application ends the command stream; later commands are refused.
+    token.cancel();
+    assert!(tokio::time::timeout(WAIT, commands.recv()).await.unwrap().is_none());
+    send(
+        "fg5/cmd/remove",
+        json!({"request_id": "late", "name": "Bob"}).to_string(),
+    )
+    .await;
+    let late = results.next_on("fg5/cmd/result").await.json();
+    assert_eq!(late["request_id"], "late");
+    assert!(late["error"].as_str().unwrap().contains("shutting down"), "{late}");
+    commander
+        .client
+        .publish("fg5/cmd/enroll", QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .unwrap();
+    publisher.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_broker_serves_subscribers_and_refuses_a_second_start() {
+    init_tracing();
+    let port = free_port();
+    let dir = TempDir::new("embedded");
+    let mut cfg = config(port, dir.path(), "fg6");
+    cfg.host = None;
+    let cameras = ["door".to_string()];
+    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    wait_until("connected to the in-process broker", WAIT, || publisher.connected()).await;
+    publisher.camera_status("door", true);
+
+    let mut sub = Subscriber::start(port, "sub-embedded", false, &["fg6/#"]).await;
+    // Retained state first; the camera's `online` may still be on its way behind `offline`.
+    let mut state: HashMap<String, (String, bool)> = HashMap::new();
+    let door_online = |s: &HashMap<String, (String, bool)>| s.get("fg6/door/status").is_some_and(|v| v.0 == "online");
+    while !(state.contains_key("fg6/available") && door_online(&state)) {
+        let m = sub.next().await;
+        state.insert(m.topic.clone(), (m.text(), m.retain));
+    }
+    assert_eq!(state["fg6/available"], ("online".to_string(), true));
+
+    let sent: Vec<Event> = (0..3).map(|i| event("door", i, EventKind::Recognized)).collect();
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+    let got = sub.collect_on("/events", WAIT, |m| m.len() == 3).await;
+    for (m, e) in got.iter().zip(&sent) {
+        assert_schema(&m.json());
+        assert_eq!(event_id(m), e.event_id.to_string());
+    }
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+
+    let other = TempDir::new("embedded-2");
+    let mut cfg2 = config(port, other.path(), "fg6b");
+    cfg2.host = None;
+    let err = Publisher::start(&cfg2, &cameras, CancellationToken::new())
+        .await
+        .err()
+        .expect("a second in-process broker on the same port must fail")
+        .to_string();
+    assert!(
+        err.contains("already in use") && err.contains(&port.to_string()),
+        "{err}"
+    );
+
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly, "{report:?}");
+    let offline = sub.next_on("fg6/available").await;
+    assert_eq!(offline.text(), "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_flight_when_the_broker_dies_are_sent_again() {
+    init_tracing();
+    let mut broker = Mosquitto::start(Persistence::EveryChange);
+    let dir = TempDir::new("inflight");
+    let mut sub = Subscriber::start(broker.port, "sub-inflight", true, &["fg7/+/events"]).await;
+    let cameras = ["door".to_string()];
+    let (publisher, _commands) = Publisher::start(
+        &config(broker.port, dir.path(), "fg7"),
+        &cameras,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("connected", WAIT, || publisher.connected()).await;
+    let published: Vec<Event> = (0..15).map(|i| event("door", i, EventKind::Unknown)).collect();
+    for e in &published[..5] {
+        publisher.publish_event(e).unwrap();
+    }
+    let mut got = sub.collect_on("/events", WAIT, |m| m.len() == 5).await;
+    wait_until("first five acknowledged", WAIT, || publisher.outbox_depth() == 0).await;
+
+    // Written to the broker's socket, never acknowledged: the broker is frozen, then dies.
+    broker.pause();
+    for e in &published[5..] {
+        publisher.publish_event(e).unwrap();
+    }
+    wait_until("ten more handed to the broker", WAIT, || {
+        publisher.metrics().published == 15
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(publisher.outbox_depth(), 10, "unacknowledged events stay in the outbox");
+    assert_eq!(publisher.metrics().acked, 5);
+    broker.kill();
+    wait_until("outage noticed", WAIT, || !publisher.connected()).await;
+    broker.run();
+
+    let wanted: Vec<String> = published.iter().map(|e| e.event_id.to_string()).collect();
+    got.extend(
+        sub.collect_on("/events", WAIT, |m| {
+            let ids: HashSet<String> = m.iter().map(event_id).collect();
+            wanted[5..].iter().all(|w| ids.contains(w))
+        })
+        .await,
+    );
+    // Duplicates allowed (the broker too may redeliver after its restart); first sightings in order.
+    let mut order = Vec::new();
+    for id in got.iter().map(event_id) {
+        if !order.contains(&id) {
+            order.push(id);
+        }
+    }
+    assert_eq!(order, wanted, "all delivered, in order");
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+    let m = publisher.metrics();
+    assert!(m.published >= 25 && m.acked >= 15 && m.reconnects == 1, "{m:?}");
+    publisher.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_broker() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("watch");
+    let cfg = config(broker.port, dir.path(), "fg8");
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut sub = Subscriber::start(broker.port, "sub-watch", false, &["fg8/gate/status"]).await;
+    assert_eq!(sub.next().await.text(), "offline");
+
+    // Retained: available and two camera states, then one live event.
+    let watching = tokio::spawn({
+        let mut cfg = cfg.clone();
+        cfg.client_id = "watcher".into();
+        async move {
+            facegate::events::watch(
+                &cfg,
+                &WatchOptions {
+                    json: true,
+                    stop_after: Some(4),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    });
+    // Live events until it has had its four (it may subscribe after the first ones).
+    let deadline = Instant::now() + WAIT;
+    for track in 0.. {
+        if watching.is_finished() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "watch did not return after 4 messages");
+        publisher
+            .publish_event(&event("door", track, EventKind::Recognized))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watching.await.unwrap().unwrap();
+
+    let mut unreachable = cfg.clone();
+    unreachable.port = free_port();
+    let err = facegate::events::watch(&unreachable, &WatchOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot connect to the MQTT broker"), "{err}");
+    publisher.shutdown(Duration::from_secs(1)).await;
+
+    // Started before its broker, with time to wait: it connects once the broker is up.
+    let later = TempDir::new("watch-later");
+    let mut early = config(free_port(), later.path(), "fg8b");
+    early.client_id = "watcher-early".into();
+    let watching = tokio::spawn({
+        let cfg = early.clone();
+        async move {
+            facegate::events::watch(
+                &cfg,
+                &WatchOptions {
+                    json: true,
+                    stop_after: Some(1),
+                    connect_wait: Duration::from_secs(60),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watching.is_finished(), "watch gave up while told to wait");
+    let _broker = Mosquitto::start_on(early.port, Persistence::Off);
+    let mut daemon_side = early.clone();
+    daemon_side.client_id = "daemon-late".into();
+    let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
+        .await
+        .unwrap();
+    // `available` is retained: watch prints it whenever it subscribes, and returns.
+    tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .expect("watch connected once the broker was up")
+        .unwrap()
+        .unwrap();
+    publisher.shutdown(Duration::from_secs(1)).await;
+
+    // --until-offline: the retained `offline` of the run that just ended does not stop it;
+    // the next daemon going offline does.
+    let until_offline = WatchOptions {
+        until_offline: true,
+        ..Default::default()
+    };
+    let watching = tokio::spawn({
+        let cfg = early.clone();
+        let opts = until_offline.clone();
+        async move { facegate::events::watch(&cfg, &opts).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !watching.is_finished(),
+        "a retained offline stopped watch --until-offline"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !watching.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "watch --until-offline did not stop on offline"
+        );
+        // Until watch has subscribed, an offline may pass it by: go online and offline again.
+        let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
+            .await
+            .unwrap();
+        wait_until("connected", WAIT, || publisher.connected()).await;
+        publisher.shutdown(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watching.await.unwrap().unwrap();
+}
+
+/// Runs openssl; the TLS test needs it like the others need mosquitto.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Process::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed for the TLS test (Debian: apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// A self-signed CA: `{ca}.pem`, `{ca}.key`.
+fn make_ca(dir: &Path, ca: &str) {
+    let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+    let mut args = vec!["req", "-x509", "-days", "1", "-subj", "/CN=facegate test CA"];
+    args.extend(EC_KEY);
+    args.extend(["-keyout", &key, "-out", &pem]);
+    openssl(dir, &args);
+}
+
+/// A certificate `{name}.pem` (key `{name}.key`) signed by `{ca}` with the given extensions.
+fn make_certificate(dir: &Path, ca: &str, name: &str, extensions: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    let (key, csr, pem, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    let subject = format!("/CN={name}");
+    let mut args = vec!["req", "-subj", &subject];
+    args.extend(EC_KEY);
+    args.extend(["-keyout", &key, "-out", &csr]);
+    openssl(dir, &args);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    init_tracing();
+    let certs = TempDir::new("certs");
+    make_ca(certs.path(), "ca");
+    make_ca(certs.path(), "other-ca");
+    make_certificate(
+        certs.path(),
+        "ca",
+        "server",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    make_certificate(certs.path(), "ca", "client", "extendedKeyUsage=clientAuth\n");
+    let tls_port = free_port();
+    let c = certs.path().to_path_buf();
+    let broker = Mosquitto::start_with(free_port(), Persistence::Off, |_| {
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\n",
+            c.display()
+        )
+    });
+    let mut sub = Subscriber::start(broker.port, "sub-tls", false, &["fg9/+/events"]).await;
+    let dir = TempDir::new("tls");
+    let mut cfg = config(tls_port, dir.path(), "fg9");
+    cfg.ca_file = Some(c.join("ca.pem"));
+    cfg.client_cert = Some(c.join("client.pem"));
+    cfg.client_key = Some(c.join("client.key"));
+    let cameras = ["door".to_string()];
+    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    let e = event("door", 1, EventKind::Recognized);
+    publisher.publish_event(&e).unwrap();
+    assert_eq!(event_id(&sub.next().await), e.event_id.to_string());
+    assert!(publisher.shutdown(Duration::from_secs(1)).await.disconnected_cleanly);
+
+    // A broker whose certificate the configured CA did not sign is not talked to.
+    let other = TempDir::new("tls-other");
+    let mut wrong = config(tls_port, other.path(), "fg9b");
+    wrong.ca_file = Some(c.join("other-ca.pem"));
+    wrong.client_cert = cfg.client_cert.clone();
+    wrong.client_key = cfg.client_key.clone();
+    let (publisher, _commands) = Publisher::start(&wrong, &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    publisher.publish_event(&event("door", 2, EventKind::Unknown)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!publisher.connected());
+    assert_eq!(publisher.outbox_depth(), 1);
+    publisher.shutdown(Duration::from_millis(100)).await;
+    sub.assert_quiet(Duration::from_millis(100)).await;
+
+    // A file that is not PEM is refused at start, naming it.
+    let mut broken = config(tls_port, other.path(), "fg9c");
+    broken.ca_file = Some(c.join("server.ext"));
+    let err = Publisher::start(&broken, &cameras, CancellationToken::new())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("server.ext") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}

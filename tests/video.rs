@@ -1,0 +1,490 @@
+//! Cameras end to end with real GStreamer: a video generated from the sample photos is
+//! replayed from file and served over RTSP by gst-rtsp-server in this process.
+//! Missing GStreamer elements or sample photos fail these tests; they never skip.
+
+mod common;
+
+use common::rtsp;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use facegate::video::{
+    CameraConfig, CameraStats, CameraStatus, CameraUpdate, DemoVideoInfo, DemoVideoOptions, Frame, make_demo_video,
+    spawn_camera,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const WIDTH: u32 = 640;
+const HEIGHT: u32 = 360;
+
+fn samples() -> Vec<PathBuf> {
+    let dir = std::env::var_os("FACEGATE_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/prepared"))
+        .join("samples");
+    let files: Vec<PathBuf> = (1..=6).map(|i| dir.join(format!("sample{i}.jpg"))).collect();
+    for f in &files {
+        assert!(f.is_file(), "{} is missing: run models/fetch first", f.display());
+    }
+    files
+}
+
+/// The test video, made once per test binary: 640×360 at 25 fps, 4 segments of 40 frames
+/// with 5 black frames between them (175 frames, 7 s).
+fn video() -> &'static DemoVideoInfo {
+    static VIDEO: OnceLock<DemoVideoInfo> = OnceLock::new();
+    VIDEO.get_or_init(|| {
+        facegate::video::init().expect("GStreamer must be installed for these tests");
+        let dir = std::env::temp_dir().join(format!("facegate-video-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = DemoVideoOptions {
+            width: WIDTH,
+            height: HEIGHT,
+            fps: 25,
+            segment_frames: 40,
+            gap_frames: 5,
+            segments: 4,
+            bitrate_kbps: 1500,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let info = make_demo_video(&samples(), &dir.join("demo.mp4"), &opts).expect("demo video");
+        eprintln!("demo video: {} frames in {:?}", info.frames, started.elapsed());
+        assert_eq!(info.frames, 175);
+        assert_eq!(info.segments.len(), 4);
+        assert_eq!((info.segments[1].first_frame, info.segments[1].last_frame), (45, 84));
+        assert!(info.path.metadata().unwrap().len() > 10_000, "video suspiciously small");
+        info
+    })
+}
+
+/// A running camera and the ends of its channels.
+struct Camera {
+    frames: Option<mpsc::Receiver<Frame>>,
+    updates: mpsc::UnboundedReceiver<CameraUpdate>,
+    stats: Arc<CameraStats>,
+    token: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn start(cfg: CameraConfig, capacity: usize) -> Camera {
+    let (ftx, frx) = mpsc::channel(capacity);
+    let (utx, urx) = mpsc::unbounded_channel();
+    let stats = Arc::new(CameraStats::default());
+    let token = CancellationToken::new();
+    let thread = spawn_camera(cfg, ftx, utx, stats.clone(), token.clone()).expect("spawn camera");
+    Camera {
+        frames: Some(frx),
+        updates: urx,
+        stats,
+        token,
+        thread: Some(thread),
+    }
+}
+
+impl Camera {
+    async fn status(&mut self, within: Duration, what: &str) -> CameraStatus {
+        match tokio::time::timeout(within, self.updates.recv()).await {
+            Ok(Some(u)) => u.status,
+            Ok(None) => panic!("{what}: the camera closed its updates channel"),
+            Err(_) => panic!("{what}: no status change within {within:?}"),
+        }
+    }
+
+    async fn frame(&mut self, within: Duration) -> Frame {
+        let rx = self.frames.as_mut().expect("frames are being drained");
+        tokio::time::timeout(within, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {within:?}"))
+            .expect("frames channel closed")
+    }
+
+    /// Moves the frames receiver into a task that keeps every frame's (seq, pts).
+    fn drain(&mut self) -> Arc<Mutex<Vec<(u64, i64)>>> {
+        let mut rx = self.frames.take().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = seen.clone();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                out.lock().unwrap().push((f.seq, f.pts_ms));
+            }
+        });
+        seen
+    }
+
+    /// Cancels and waits for the thread; returns how long it took.
+    async fn stop(&mut self) -> Duration {
+        let t = Instant::now();
+        self.token.cancel();
+        let thread = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || thread.join().expect("camera thread panicked"))
+            .await
+            .unwrap();
+        t.elapsed()
+    }
+}
+
+fn replay_cfg(name: &str, detect_fps: f32) -> CameraConfig {
+    let mut cfg = CameraConfig::new(name, video().path.to_str().unwrap());
+    cfg.realtime = false;
+    cfg.exit_on_eos = true;
+    cfg.detect_fps = detect_fps;
+    cfg
+}
+
+/// Replays the video to its end; the consumer pauses now and then when `slow`.
+async fn replay(cfg: CameraConfig, slow: bool) -> (Vec<(u64, i64)>, Vec<CameraStatus>, Arc<CameraStats>) {
+    let mut cam = start(cfg, 2);
+    let mut frames = Vec::new();
+    let mut statuses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut rx = cam.frames.take().unwrap();
+    loop {
+        tokio::select! {
+            f = rx.recv() => match f {
+                Some(f) => {
+                    assert_eq!((f.image.width(), f.image.height()), (WIDTH, HEIGHT));
+                    assert_eq!(&*f.camera, "replay");
+                    frames.push((f.seq, f.pts_ms));
+                    if slow && frames.len() % 7 == 0 {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                }
+                None => {
+                    // The camera has stopped: its last status is already queued.
+                    while let Ok(u) = cam.updates.try_recv() {
+                        statuses.push(u.status);
+                    }
+                    break;
+                }
+            },
+            u = cam.updates.recv() => match u {
+                Some(u) => statuses.push(u.status),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => panic!("replay did not finish within 120 s"),
+        }
+        if statuses.contains(&CameraStatus::Finished) {
+            // Frames sent before Finished are already in the channel.
+            while let Ok(f) = rx.try_recv() {
+                frames.push((f.seq, f.pts_ms));
+            }
+            break;
+        }
+    }
+    let stats = cam.stats.clone();
+    cam.stop().await;
+    (frames, statuses, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_deterministic_and_finishes() {
+    let info = video();
+    let t = Instant::now();
+    let (a, statuses, stats) = replay(replay_cfg("replay", 10.0), false).await;
+    eprintln!("replay at 10 fps: {} frames in {:?}", a.len(), t.elapsed());
+    assert_eq!(statuses, [CameraStatus::Online, CameraStatus::Finished]);
+    // 7 s sampled at 10 fps.
+    assert!((68..=72).contains(&a.len()), "{} frames", a.len());
+    assert!(
+        a.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1 + 80),
+        "sampling: {a:?}"
+    );
+    assert_eq!(stats.frames_decoded.load(Ordering::Relaxed), info.frames);
+    assert_eq!(stats.frames_delivered.load(Ordering::Relaxed), a.len() as u64);
+    assert_eq!(stats.frames_dropped.load(Ordering::Relaxed), 0);
+
+    // A slow consumer gets exactly the same frames.
+    let (b, _, _) = replay(replay_cfg("replay", 10.0), true).await;
+    assert_eq!(a, b, "two replays of the same file differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_at_zero_fps_hands_on_every_frame() {
+    let info = video();
+    let (frames, statuses, _) = replay(replay_cfg("replay", 0.0), true).await;
+    assert_eq!(statuses, [CameraStatus::Online, CameraStatus::Finished]);
+    assert_eq!(frames.len() as u64, info.frames);
+    let seqs: Vec<u64> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(seqs, (0..info.frames).collect::<Vec<_>>());
+    // 25 fps: 40 ms apart.
+    assert!(
+        frames.iter().enumerate().all(|(i, f)| (f.1 - i as i64 * 40).abs() <= 1),
+        "{frames:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looping_replay_continues_and_stops_promptly() {
+    let info = video();
+    let mut cfg = replay_cfg("replay", 0.0);
+    cfg.exit_on_eos = false;
+    cfg.looping = true;
+    let mut cam = start(cfg, 2);
+    assert_eq!(
+        cam.status(Duration::from_secs(20), "online").await,
+        CameraStatus::Online
+    );
+    let mut last: Option<Frame> = None;
+    for i in 0..info.frames + 40 {
+        let f = cam.frame(Duration::from_secs(20)).await;
+        if let Some(prev) = &last {
+            assert_eq!(f.seq, prev.seq + 1, "frame {i}");
+            assert!(
+                f.pts_ms > prev.pts_ms,
+                "pts went back at frame {i}: {} after {}",
+                f.pts_ms,
+                prev.pts_ms
+            );
+        }
+        last = Some(f);
+    }
+    // The streaming thread now waits on the full channel: shutdown must still be prompt.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = cam.stop().await;
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_file_is_paced_and_drops_when_the_consumer_stalls() {
+    let mut cfg = CameraConfig::new("paced", video().path.to_str().unwrap());
+    cfg.detect_fps = 5.0;
+    cfg.looping = true;
+    let mut cam = start(cfg, 1);
+    assert_eq!(
+        cam.status(Duration::from_secs(20), "online").await,
+        CameraStatus::Online
+    );
+    // Paced at the file's rate and sampled to 5 fps: about 10 frames in 2 s.
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_secs(2) {
+        cam.frame(Duration::from_secs(5)).await;
+        n += 1;
+    }
+    assert!((7..=14).contains(&n), "{n} frames in 2 s at detect_fps 5");
+    // Nobody reads for 1.5 s: the camera drops instead of blocking, and keeps going.
+    let dropped = cam.stats.frames_dropped.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        cam.stats.frames_dropped.load(Ordering::Relaxed) >= dropped + 4,
+        "no drops while stalled"
+    );
+    cam.frame(Duration::from_secs(2)).await;
+    cam.frame(Duration::from_secs(2)).await;
+    assert_eq!(cam.stats.errors.load(Ordering::Relaxed), 0);
+    let took = cam.stop().await;
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_camera_goes_offline_and_recovers() {
+    let info = video();
+    let server = rtsp::serve(&info.path, 0).expect("RTSP server");
+    let port = server.port();
+    let mut cfg = CameraConfig::new("rtsp", server.url());
+    cfg.frame_timeout_ms = 2000;
+    cfg.backoff_initial_ms = 200;
+    cfg.backoff_max_ms = 1000;
+    let mut cam = start(cfg, 4);
+
+    let t = Instant::now();
+    assert_eq!(
+        cam.status(Duration::from_secs(15), "first online").await,
+        CameraStatus::Online
+    );
+    eprintln!("rtsp online after {:?}", t.elapsed());
+    let f = cam.frame(Duration::from_secs(5)).await;
+    assert_eq!((f.image.width(), f.image.height()), (WIDTH, HEIGHT));
+    let seen = cam.drain();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = seen.lock().unwrap().len();
+    assert!(before >= 3, "only {before} frames in 0.8 s");
+
+    // Server gone mid-stream: offline within the frame timeout plus slack.
+    let t = Instant::now();
+    server.stop();
+    match cam.status(Duration::from_millis(2000 + 3000), "offline").await {
+        CameraStatus::Offline { reason } => eprintln!("offline after {:?}: {reason}", t.elapsed()),
+        other => panic!("expected Offline, got {other:?}"),
+    }
+    // Let a few reconnects fail.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let errors = cam.stats.errors.load(Ordering::Relaxed);
+    assert!(errors >= 2, "{errors} errors: the camera should have retried");
+
+    let server = rtsp::serve(&info.path, port).expect("RTSP server again on the same port");
+    let t = Instant::now();
+    assert_eq!(
+        cam.status(Duration::from_secs(15), "online again").await,
+        CameraStatus::Online
+    );
+    eprintln!("rtsp online again after {:?}", t.elapsed());
+    let resumed_from = seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = seen.lock().unwrap().clone();
+    assert!(
+        after.len() >= resumed_from + 3,
+        "frames did not resume: {} → {}",
+        resumed_from,
+        after.len()
+    );
+    assert!(
+        after.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1),
+        "seq/pts went back"
+    );
+    assert!(cam.stats.restarts.load(Ordering::Relaxed) >= 1);
+    let took = cam.stop().await;
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cameras_retry_with_growing_delays_and_spare_the_others() {
+    let info = video();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let missing = std::env::temp_dir().join(format!("facegate-missing-{}.mp4", std::process::id()));
+    let failing = |name: &str, url: String| {
+        let mut cfg = CameraConfig::new(name, url);
+        cfg.backoff_initial_ms = 200;
+        cfg.backoff_max_ms = 1600;
+        cfg.frame_timeout_ms = 2000;
+        cfg
+    };
+    let rtsp_cfg = failing("closed", format!("rtsp://127.0.0.1:{closed_port}/test"));
+    let mut file_cfg = failing("missing", missing.to_str().unwrap().to_string());
+    file_cfg.realtime = false;
+    let mut good_cfg = replay_cfg("good", 0.0);
+    good_cfg.backoff_initial_ms = 200;
+
+    // One frames channel and one updates channel for all three, as the daemon has.
+    let (ftx, mut frx) = mpsc::channel::<Frame>(4);
+    let (utx, mut urx) = mpsc::unbounded_channel();
+    let token = CancellationToken::new();
+    let mut stats = Vec::new();
+    let mut threads = Vec::new();
+    for cfg in [rtsp_cfg, file_cfg, good_cfg] {
+        let s = Arc::new(CameraStats::default());
+        threads.push(spawn_camera(cfg, ftx.clone(), utx.clone(), s.clone(), token.clone()).unwrap());
+        stats.push(s);
+    }
+    drop((ftx, utx));
+
+    let good_frames = Arc::new(Mutex::new(0u64));
+    let counter = good_frames.clone();
+    tokio::spawn(async move {
+        while let Some(f) = frx.recv().await {
+            assert_eq!(&*f.camera, "good", "a failing camera delivered a frame");
+            *counter.lock().unwrap() += 1;
+        }
+    });
+
+    // Watch when each failing camera fails.
+    let t0 = Instant::now();
+    let mut failures: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut seen = [0u64; 2];
+    while t0.elapsed() < Duration::from_millis(4500) {
+        for i in 0..2 {
+            let e = stats[i].errors.load(Ordering::Relaxed);
+            if e > seen[i] {
+                seen[i] = e;
+                failures[i].push(t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut updates = Vec::new();
+    while let Ok(u) = urx.try_recv() {
+        updates.push(u);
+    }
+    for (i, name) in ["closed", "missing"].iter().enumerate() {
+        let mine: Vec<&CameraStatus> = updates
+            .iter()
+            .filter(|u| &*u.camera == *name)
+            .map(|u| &u.status)
+            .collect();
+        assert_eq!(mine.len(), 1, "{name}: one Offline per outage, got {mine:?}");
+        match mine[0] {
+            CameraStatus::Offline { reason } => {
+                assert!(!reason.is_empty());
+                eprintln!("{name}: offline: {reason}");
+            }
+            other => panic!("{name}: expected Offline, got {other:?}"),
+        }
+        let times = &failures[i];
+        let gaps: Vec<u128> = times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+        eprintln!("{name}: failures at {times:?}, gaps {gaps:?} ms");
+        assert!(gaps.len() >= 3, "{name}: too few retries: {gaps:?}");
+        // 200, 400, 800, 1600 ms ± 20 % (so ≥ 1.33 × the one before, less some polling noise).
+        for w in gaps.windows(2).take(3) {
+            assert!(w[1] as f64 >= 1.2 * w[0] as f64, "{name}: delays do not grow: {gaps:?}");
+        }
+        assert!(
+            gaps.iter().all(|&g| g < 1600 + 600),
+            "{name}: a delay above the maximum: {gaps:?}"
+        );
+        assert!(!stats[i].online.load(Ordering::Relaxed));
+        assert!(stats[i].restarts.load(Ordering::Relaxed) >= 3);
+    }
+    let good: Vec<&CameraStatus> = updates
+        .iter()
+        .filter(|u| &*u.camera == "good")
+        .map(|u| &u.status)
+        .collect();
+    assert_eq!(
+        good,
+        [&CameraStatus::Online, &CameraStatus::Finished],
+        "the working camera"
+    );
+    assert_eq!(*good_frames.lock().unwrap(), info.frames);
+
+    let t = Instant::now();
+    token.cancel();
+    for th in threads {
+        tokio::task::spawn_blocking(move || th.join().expect("camera thread panicked"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_live_source_times_out() {
+    // Accepts RTSP connections and never answers: no error, no frame, only the timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let mut cfg = CameraConfig::new("silent", format!("rtsp://127.0.0.1:{port}/test"));
+    cfg.frame_timeout_ms = 1000;
+    cfg.backoff_initial_ms = 300;
+    let mut cam = start(cfg, 2);
+    let t = Instant::now();
+    match cam.status(Duration::from_millis(1000 + 3000), "offline").await {
+        CameraStatus::Offline { reason } => eprintln!("silent: offline after {:?}: {reason}", t.elapsed()),
+        other => panic!("expected Offline, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "offline before the frame timeout"
+    );
+    let took = cam.stop().await;
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+    assert!(!held.lock().unwrap().is_empty(), "the camera never connected");
+}
