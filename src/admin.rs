@@ -193,7 +193,27 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.models && self.gallery && self.broker && self.cameras.iter().all(|(_, up)| *up)
+        self.not_ready().is_empty()
+    }
+
+    /// The parts that are not up: `models`, `gallery`, `broker`, `camera NAME`.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut parts: Vec<String> = [
+            ("models", self.models),
+            ("gallery", self.gallery),
+            ("broker", self.broker),
+        ]
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(part, _)| part.to_string())
+        .collect();
+        parts.extend(
+            self.cameras
+                .iter()
+                .filter(|(_, up)| !up)
+                .map(|(name, _)| format!("camera {name}")),
+        );
+        parts
     }
 }
 
@@ -294,5 +314,7 @@ mod tests {
         assert!(r.ready());
         r.cameras.push(("yard".into(), false));
         assert!(!r.ready());
+        r.broker = false;
+        assert_eq!(r.not_ready(), ["broker", "camera yard"]);
     }
 }

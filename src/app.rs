@@ -33,11 +33,40 @@ use crate::video::{CameraStats, CameraStatus, CameraUpdate, Frame};
 const EMBEDDED_BROKER_LINGER: Duration = Duration::from_millis(500);
 
 /// Shared view of the daemon's health for `/ready`, stats and systemd.
-#[derive(Default)]
 struct Health {
     models: AtomicBool,
     gallery: AtomicBool,
     templates: AtomicU64,
+    /// When the recognition thread last went round its loop, in ms since `epoch`.
+    beat_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            models: AtomicBool::new(false),
+            gallery: AtomicBool::new(false),
+            templates: AtomicU64::new(0),
+            beat_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn loaded(&self) -> bool {
+        self.models.load(Ordering::Relaxed) && self.gallery.load(Ordering::Relaxed)
+    }
+
+    fn beat(&self) {
+        self.beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn since_beat(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.beat_ms.load(Ordering::Relaxed)))
+    }
 }
 
 struct CameraEntry {
@@ -113,7 +142,7 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new());
     let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let cameras: Arc<Vec<CameraEntry>> = Arc::new(
         names
@@ -150,7 +179,7 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     // Cameras start once the models are loaded and the gallery is open: until then a
     // replay's frames would only wait and a live stream's would go stale. When loading
     // fails, none start; the main loop sees the recognition thread gone and stops.
-    let loaded = || health.models.load(Ordering::Relaxed) && health.gallery.load(Ordering::Relaxed);
+    let loaded = || health.loaded();
     while !loaded() && !worker.is_finished() && !shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -186,8 +215,8 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             while let Some(u) = update_rx.recv().await {
                 match &u.status {
                     CameraStatus::Online => publisher.camera_status(&u.camera, true),
-                    CameraStatus::Offline { reason } => {
-                        tracing::warn!(camera = %u.camera, %reason, "camera offline");
+                    // The camera logs why; here it is counted and published.
+                    CameraStatus::Offline { .. } => {
                         metrics.error("camera_offline");
                         publisher.camera_status(&u.camera, false);
                     }
@@ -283,13 +312,16 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     }
 
     // Main loop: systemd readiness and watchdog until shutdown.
+    let started = Instant::now();
+    let ready_timeout = Duration::from_secs(cfg.daemon.ready_timeout_s);
     let mut notified_ready = false;
     let watchdog = watchdog_interval();
     let mut tick = tokio::time::interval(
         watchdog
-            .unwrap_or(Duration::from_millis(500))
+            .map_or(Duration::from_millis(500), |w| w / 4)
             .min(Duration::from_millis(500)),
     );
+    let mut stalled = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -300,13 +332,37 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             shutdown.cancel();
             break;
         }
-        if !notified_ready && probe().ready() {
-            notified_ready = true;
-            tracing::info!("ready");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        if !notified_ready {
+            // READY once /ready says so, or, once the models and the gallery are loaded,
+            // after `ready_timeout`: a camera or a broker that is down must not keep the
+            // service from starting (systemd would kill it) and the working cameras idle.
+            let r = probe();
+            if r.ready() {
+                tracing::info!("ready");
+            } else if r.models && r.gallery && started.elapsed() >= ready_timeout {
+                tracing::warn!(
+                    waiting_for = %r.not_ready().join(", "),
+                    "started without every part ready (/ready says which); they are retried in the background"
+                );
+            }
+            if r.ready() || (r.models && r.gallery && started.elapsed() >= ready_timeout) {
+                notified_ready = true;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
         }
-        if watchdog.is_some() {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        if let Some(interval) = watchdog {
+            // Fed while the recognition thread goes round (between frames, or idle every few
+            // ms); loading the models has no beat, and no watchdog yet either.
+            let alive = !health.loaded() || health.since_beat() < interval / 2;
+            if alive {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            } else if !stalled {
+                tracing::error!(
+                    stalled_s = health.since_beat().as_secs(),
+                    "the recognition thread is stuck: no more watchdog keep-alives"
+                );
+            }
+            stalled = !alive;
         }
     }
 
@@ -345,10 +401,11 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     }
 }
 
+/// systemd's `WatchdogSec`, when it watches this process.
 fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec / 2))
+        Some(Duration::from_micros(usec))
     } else {
         None
     }
@@ -403,6 +460,7 @@ fn recognition_loop(
     let refresh_every = Duration::from_millis(cfg.gallery.refresh_interval_ms);
     let mut last_refresh = Instant::now();
     loop {
+        health.beat();
         if last_refresh.elapsed() >= refresh_every {
             last_refresh = Instant::now();
             match gallery.refresh() {

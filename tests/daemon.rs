@@ -179,22 +179,92 @@ fn file_camera(video: &Path, realtime: bool) -> String {
     )
 }
 
+fn daemon_command(s: &Setup) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    cmd.args([
+        "--models",
+        path_str(&models()),
+        "--device",
+        "cpu",
+        "--config",
+        path_str(&s.config),
+        "run",
+    ])
+    .current_dir(&s.dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(std::fs::File::create(s.dir.join("daemon.log")).unwrap()));
+    cmd
+}
+
 fn start_daemon(s: &Setup) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args([
-            "--models",
-            path_str(&models()),
-            "--device",
-            "cpu",
-            "--config",
-            path_str(&s.config),
-            "run",
-        ])
+    daemon_command(s).spawn().unwrap()
+}
+
+/// systemd's side of sd_notify: a datagram socket that collects what the daemon reports.
+struct NotifySocket {
+    path: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sink, stopped) = (lines.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock().unwrap().extend(text.lines().map(str::to_string));
+                }
+            }
+        });
+        NotifySocket { path, lines, stop }
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+
+    fn wait_for(&self, line: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.has(line) {
+            assert!(
+                start.elapsed() < timeout,
+                "no {line} within {timeout:?}; got {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The daemon as systemd starts a `Type=notify` service with `WatchdogSec=2`.
+fn start_daemon_under_systemd(s: &Setup, notify: &NotifySocket) -> Child {
+    let plain = daemon_command(s);
+    // WATCHDOG_PID must be the daemon's own pid: a shell that execs it keeps its pid.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(plain.get_program())
+        .args(plain.get_args())
         .current_dir(&s.dir)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "2000000")
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(s.dir.join("daemon.log")).unwrap()))
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::from(std::fs::File::create(s.dir.join("daemon.log")).unwrap()));
+    cmd.spawn().unwrap()
 }
 
 fn wait_exit(child: &mut Child, s: &Setup, timeout: Duration) -> std::process::ExitStatus {
@@ -516,10 +586,24 @@ fn a_broken_camera_does_not_stop_a_working_one() {
     );
     let cams = cams.replace("exit_on_eos = true", "exit_on_eos = false");
     let s = setup("daemon-broken", broker.port, &cams);
-    let mut daemon = start_daemon(&s);
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[daemon]\n", "[daemon]\nready_timeout_s = 2\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    let notify = NotifySocket::bind(&s.dir);
+    let mut daemon = start_daemon_under_systemd(&s, &notify);
     sub.wait_until("events from the working camera", Duration::from_secs(120), |x| {
         x.events().iter().any(|e| e["type"] == "recognized")
     });
+    // systemd hears READY despite the broken camera (after ready_timeout_s), and keep-alives.
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(60));
+    assert!(log(&s).contains("started without every part ready"), "{}", log(&s));
+    assert!(
+        log(&s).contains("camera yard"),
+        "the missing part is named:\n{}",
+        log(&s)
+    );
     assert!(
         sub.messages("/yard/status").iter().all(|m| m == "offline"),
         "{:?}",
@@ -550,6 +634,7 @@ fn a_broken_camera_does_not_stop_a_working_one() {
         log(&s)
     );
     assert!(log(&s).contains("yard"), "the broken camera is logged");
+    assert!(notify.has("STOPPING=1"), "systemd is told the daemon is stopping");
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub struct DaemonConfig {
     /// Frames that may wait for the detector, over all cameras; live cameras drop frames
     /// beyond it, replays wait.
     pub frame_queue: usize,
+    /// Tell systemd the service is up (READY) at the latest this many seconds after start,
+    /// once the models and the gallery are loaded, even if the broker or a camera is not
+    /// up yet: they are retried in the background and `/ready` says which is missing.
+    pub ready_timeout_s: u64,
 }
 
 impl Default for DaemonConfig {
@@ -42,6 +46,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             shutdown_grace_s: 10,
             frame_queue: 8,
+            ready_timeout_s: 30,
         }
     }
 }
@@ -267,6 +272,12 @@ impl Config {
         p.extend(self.mqtt.validate("mqtt"));
         if self.daemon.frame_queue == 0 {
             p.push("daemon.frame_queue: must be at least 1".into());
+        }
+        if self.daemon.ready_timeout_s > 3600 {
+            p.push(format!(
+                "daemon.ready_timeout_s: {} is more than an hour",
+                self.daemon.ready_timeout_s
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
