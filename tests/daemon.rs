@@ -322,20 +322,7 @@ fn assert_event_schema(e: &Value) {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    let want = [
-        "box",
-        "camera",
-        "event_id",
-        "frames",
-        "liveness",
-        "person",
-        "pts_ms",
-        "similarity",
-        "threshold",
-        "timestamp",
-        "track_id",
-        "type",
-    ];
+    let want = facegate::events::EVENT_FIELDS;
     assert_eq!(keys, want, "{e}");
     let s = |k: &str| {
         e[k].as_str()

@@ -210,23 +210,7 @@ fn assert_schema(v: &Value) {
     let obj = v.as_object().expect("event is a JSON object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "box",
-            "camera",
-            "event_id",
-            "frames",
-            "liveness",
-            "person",
-            "pts_ms",
-            "similarity",
-            "threshold",
-            "timestamp",
-            "track_id",
-            "type"
-        ]
-    );
+    assert_eq!(keys, facegate::events::EVENT_FIELDS);
     uuid::Uuid::parse_str(v["event_id"].as_str().unwrap()).expect("event_id is a UUID");
     assert!(matches!(v["type"].as_str(), Some("recognized" | "unknown" | "spoof")));
     assert!(v["camera"].is_string());

@@ -21,7 +21,7 @@ mod watch;
 
 pub use command::{Command, CommandError};
 pub use config::MqttConfig;
-pub use model::{Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
+pub use model::{EVENT_FIELDS, Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
 pub use publisher::{Publisher, PublisherMetrics, ShutdownReport};
 pub use watch::{WatchOptions, watch};
 

@@ -3,6 +3,22 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The JSON fields of an event (DESIGN.md §3), sorted: the contract tests check against.
+pub const EVENT_FIELDS: [&str; 12] = [
+    "box",
+    "camera",
+    "event_id",
+    "frames",
+    "liveness",
+    "person",
+    "pts_ms",
+    "similarity",
+    "threshold",
+    "timestamp",
+    "track_id",
+    "type",
+];
+
 /// One identity decision about one track, published on `{prefix}/{camera}/events`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Event {
@@ -224,23 +240,7 @@ mod tests {
         let obj = v.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            [
-                "box",
-                "camera",
-                "event_id",
-                "frames",
-                "liveness",
-                "person",
-                "pts_ms",
-                "similarity",
-                "threshold",
-                "timestamp",
-                "track_id",
-                "type"
-            ]
-        );
+        assert_eq!(keys, EVENT_FIELDS);
         assert_eq!(v["event_id"], "0b9f3c1e-8d2a-4f6b-9c1d-2e3f4a5b6c7d");
         assert_eq!(v["type"], "recognized");
         assert_eq!(v["camera"], "door");
