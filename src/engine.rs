@@ -5,12 +5,12 @@ use image::RgbImage;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::gallery::matcher::Quality;
 use crate::inference::{Provider, Runtime};
 use crate::vision::align::align_face;
 use crate::vision::detector::Detector;
 use crate::vision::embedder::{Embedder, Embedding};
 use crate::vision::geometry::Detection;
+use crate::vision::quality::Quality;
 
 pub struct FaceEngine {
     detector: Detector,
@@ -19,8 +19,9 @@ pub struct FaceEngine {
     model_id: String,
 }
 
-/// A detected face with its aligned crop and measured quality.
-pub struct FaceSample {
+/// A detected face with its aligned 112×112 crop (taken from the full-resolution image)
+/// and its measured quality.
+pub struct AlignedFace {
     pub detection: Detection,
     pub crop: RgbImage,
     pub quality: Quality,
@@ -50,7 +51,7 @@ impl FaceEngine {
     }
 
     /// Every face of `img` with its aligned crop and quality measures, best first.
-    pub fn samples(&mut self, img: &RgbImage) -> Result<Vec<FaceSample>, Error> {
+    pub fn aligned_faces(&mut self, img: &RgbImage) -> Result<Vec<AlignedFace>, Error> {
         let faces = self.detect(img)?;
         let crops = self.align(img, &faces)?;
         let size = self.detector.config().input_size;
@@ -59,7 +60,7 @@ impl FaceEngine {
             .zip(crops)
             .map(|(detection, crop)| {
                 let quality = Quality::measure(&detection, img.width(), img.height(), size, &crop);
-                FaceSample {
+                AlignedFace {
                     detection,
                     crop,
                     quality,

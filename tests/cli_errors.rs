@@ -40,6 +40,46 @@ fn truncated_jpeg() {
     assert_one_line_error(&facegate(&["detect", path_str(&f)], &[]), 4, "truncated");
 }
 
+/// A PNG of `width`×`height` black pixels, streamed row by row: 20000×20000 takes about
+/// 1 MB on disk and 1.2 GB once decoded.
+fn png_bomb(path: &std::path::Path, width: u32, height: u32) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let row = vec![0u8; width as usize * 3];
+    for _ in 0..height {
+        std::io::Write::write_all(&mut stream, &row).unwrap();
+    }
+    stream.finish().unwrap();
+}
+
+#[test]
+fn an_image_bomb_is_refused_from_its_header() {
+    let dir = scratch("bomb");
+    let f = dir.join("bomb.png");
+    png_bomb(&f, 20_000, 20_000);
+    let size = std::fs::metadata(&f).unwrap().len();
+    assert!(size < 5_000_000, "the bomb is small on disk: {size} bytes");
+    for cmd in ["detect", "embed"] {
+        assert_one_line_error(&facegate(&[cmd, path_str(&f)], &[]), 4, "images.max_pixels");
+    }
+    let g = dir.join("gallery.db");
+    let out = facegate(
+        &["--gallery", path_str(&g), "enroll", "--name", "Bomb", path_str(&f)],
+        &[],
+    );
+    assert_one_line_error(&out, 4, "20000×20000");
+    // The limit is a setting: a lower one refuses an ordinary photo the same way.
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE__IMAGES__MAX_PIXELS", "1000")],
+    );
+    assert_one_line_error(&out, 4, "images.max_pixels");
+}
+
 #[test]
 fn image_without_a_face() {
     let dir = scratch("noface");

@@ -681,3 +681,97 @@ fn bad_configuration_is_reported_whole() {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }
+
+/// The value of the series `name{labels}` in a Prometheus text exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_during_a_replay_and_stats_can_be_off() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-metrics");
+    // door: a looping replay, which never drops (recognition's queue blocks the replay);
+    // yard: the same file paced like a camera, every frame detected and every face embedded
+    // into a queue of 2 frames, which recognition on two cores cannot keep up with.
+    let video = demo_video();
+    let cams = format!(
+        "[[cameras]]\nname = \"door\"\nurl = \"file://{v}\"\ndetect_fps = 10\nrealtime = false\nloop = true\n\
+         [[cameras]]\nname = \"yard\"\nurl = \"file://{v}\"\ndetect_fps = 0\nrealtime = true\nloop = true\n",
+        v = video.display()
+    );
+    let s = setup("daemon-metrics", broker.port, &cams);
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("stats_interval_s = 1", "stats_interval_s = 0")
+        .replace("[daemon]\n", "[daemon]\nframe_queue = 2\n")
+        + "[tracker]\nembed_every = 1\n";
+    std::fs::write(&s.config, cfg).unwrap();
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("events from both cameras", Duration::from_secs(180), |x| {
+        let events = x.events();
+        ["door", "yard"]
+            .iter()
+            .all(|c| events.iter().any(|e| e["camera"] == *c))
+    });
+    let (code, first) = http_get(s.admin, "/metrics");
+    assert_eq!(code, 200);
+    let frames = |t: &str, cam: &str| metric(t, &format!("facegate_frames_total{{camera=\"{cam}\"}}"));
+    let start = Instant::now();
+    let mut later = first.clone();
+    while frames(&later, "door") <= frames(&first, "door") || frames(&later, "yard") <= frames(&first, "yard") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "frames stopped moving:\n{later}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        later = http_get(s.admin, "/metrics").1;
+    }
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(60)).success(),
+        "{}",
+        log(&s)
+    );
+
+    let m = |series: &str| metric(&later, series);
+    for cam in ["door", "yard"] {
+        let processed = m(&format!("facegate_frames_total{{camera=\"{cam}\"}}"));
+        let faces = m(&format!("facegate_detections_total{{camera=\"{cam}\"}}"));
+        let embedded = m(&format!("facegate_embeddings_total{{camera=\"{cam}\"}}"));
+        let decoded = m(&format!("facegate_frames_decoded_total{{camera=\"{cam}\"}}"));
+        let delivered = m(&format!(
+            "facegate_frames_delivered_total{{camera=\"{cam}\",consumer=\"recognition\"}}"
+        ));
+        assert!(processed > 0.0 && faces > 0.0 && embedded > 0.0, "{cam}:\n{later}");
+        assert!(embedded <= faces, "{cam}: only detected faces are embedded:\n{later}");
+        assert!(processed <= delivered && delivered <= decoded, "{cam}:\n{later}");
+        let events: f64 = ["recognized", "unknown"]
+            .iter()
+            .map(|k| m(&format!("facegate_events_total{{camera=\"{cam}\",kind=\"{k}\"}}")))
+            .sum();
+        assert!(events > 0.0, "{cam}: events counted:\n{later}");
+        assert!(
+            later.contains(&format!(
+                "facegate_queue_depth{{camera=\"{cam}\",consumer=\"recognition\"}}"
+            )),
+            "queue depth of {cam}:\n{later}"
+        );
+    }
+    let dropped = |cam: &str| {
+        m(&format!(
+            "facegate_frames_dropped_total{{camera=\"{cam}\",consumer=\"recognition\"}}"
+        ))
+    };
+    assert_eq!(dropped("door"), 0.0, "a replay never drops:\n{later}");
+    assert!(
+        dropped("yard") > 0.0,
+        "a paced camera that recognition cannot keep up with drops:\n{later}"
+    );
+    assert!(
+        sub.messages("/stats").is_empty(),
+        "stats_interval_s = 0 turns stats off"
+    );
+}

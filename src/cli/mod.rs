@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 
@@ -14,9 +15,10 @@ mod gallery;
 use crate::config::{Config, Device, Overrides};
 use crate::engine::{FaceEngine, largest_face};
 use crate::error::Error;
-use crate::vision::embedder::cosine;
+use crate::gallery::matcher::same_person;
 use crate::vision::geometry::Detection;
 use crate::vision::image_io::load_image;
+use crate::vision::similarity::cosine;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,7 +97,7 @@ pub enum Command {
     /// Time the detector and the embedder on CPU or CUDA.
     Bench(crate::bench::BenchArgs),
     /// Time the gallery at scale on synthetic embeddings: write, open, search, recall.
-    BenchGallery(crate::bench_gallery::BenchGalleryArgs),
+    BenchGallery(crate::bench::gallery::BenchGalleryArgs),
 }
 
 /// Entry point of the binary.
@@ -146,24 +148,28 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Detect { image } => {
+            let img = load_image(image, &cfg.images)?;
             let mut engine = FaceEngine::load(&cfg)?;
-            let report = analyse(&mut engine, image, false)?;
+            let report = analyse(&mut engine, image, &img, false)?;
             print(cli.json, &report, || report.to_text());
             Ok(())
         }
         Command::Embed { image } => {
+            let img = load_image(image, &cfg.images)?;
             let mut engine = FaceEngine::load(&cfg)?;
-            let report = analyse(&mut engine, image, true)?;
+            let report = analyse(&mut engine, image, &img, true)?;
             print(cli.json, &report, || report.to_text());
             Ok(())
         }
         Command::Compare { image_a, image_b } => {
+            let img_a = load_image(image_a, &cfg.images)?;
+            let img_b = load_image(image_b, &cfg.images)?;
             let mut engine = FaceEngine::load(&cfg)?;
-            let a = largest_embedding(&mut engine, image_a)?;
-            let b = largest_embedding(&mut engine, image_b)?;
+            let a = largest_embedding(&mut engine, image_a, &img_a)?;
+            let b = largest_embedding(&mut engine, image_b, &img_b)?;
             let similarity = cosine(&a, &b);
             let threshold = cfg.recognition.threshold;
-            let same = similarity >= threshold;
+            let same = same_person(similarity, threshold);
             let out = json!({"similarity": similarity, "threshold": threshold, "same": same});
             print(cli.json, &out, || {
                 let verdict = if same { "same person" } else { "different people" };
@@ -172,8 +178,16 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             });
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(&cfg, args, cli.json),
-        Command::BenchGallery(args) => crate::bench_gallery::run(&cfg, args, cli.json),
+        Command::Bench(args) => {
+            let report = crate::bench::run(&cfg, args)?;
+            print(cli.json, &report, || report.to_text());
+            Ok(())
+        }
+        Command::BenchGallery(args) => {
+            let report = crate::bench::gallery::run(&cfg, args)?;
+            print(cli.json, &report, || report.to_text());
+            Ok(())
+        }
         Command::Run { report } => runtime()?.block_on(crate::app::run(cfg, report.clone())),
         Command::Watch {
             count,
@@ -273,17 +287,21 @@ impl ImageReport {
     }
 }
 
-/// Detects (and optionally embeds) every face of the image at `path`.
-pub fn analyse(engine: &mut FaceEngine, path: &Path, with_embeddings: bool) -> Result<ImageReport, Error> {
-    let img = load_image(path)?;
-    let faces = engine.detect(&img)?;
+/// Detects (and optionally embeds) every face of `img`, read from `path`.
+pub fn analyse(
+    engine: &mut FaceEngine,
+    path: &Path,
+    img: &RgbImage,
+    with_embeddings: bool,
+) -> Result<ImageReport, Error> {
+    let faces = engine.detect(img)?;
     if faces.is_empty() {
         return Err(Error::NoFace {
             path: path.to_path_buf(),
         });
     }
     let mut embeddings = if with_embeddings {
-        engine.embed(&img, &faces)?.into_iter().map(Some).collect()
+        engine.embed(img, &faces)?.into_iter().map(Some).collect()
     } else {
         vec![None; faces.len()]
     };
@@ -300,14 +318,13 @@ pub fn analyse(engine: &mut FaceEngine, path: &Path, with_embeddings: bool) -> R
     })
 }
 
-fn largest_embedding(engine: &mut FaceEngine, path: &Path) -> Result<Vec<f32>, Error> {
-    let img = load_image(path)?;
-    let faces = engine.detect(&img)?;
+fn largest_embedding(engine: &mut FaceEngine, path: &Path, img: &RgbImage) -> Result<Vec<f32>, Error> {
+    let faces = engine.detect(img)?;
     let face = largest_face(&faces)
         .ok_or_else(|| Error::NoFace {
             path: path.to_path_buf(),
         })?
         .clone();
-    let mut e = engine.embed(&img, std::slice::from_ref(&face))?;
+    let mut e = engine.embed(img, std::slice::from_ref(&face))?;
     Ok(e.remove(0))
 }

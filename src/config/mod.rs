@@ -23,6 +23,7 @@ pub struct Config {
     pub mqtt: crate::events::MqttConfig,
     pub admin: crate::admin::AdminConfig,
     pub daemon: DaemonConfig,
+    pub images: crate::vision::image_io::ImageLimits,
     pub cameras: Vec<crate::video::CameraConfig>,
 }
 
@@ -158,14 +159,21 @@ impl Default for DetectorConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecognitionConfig {
-    /// Cosine similarity at or above which two faces are the same person (OpenCV's SFace
-    /// threshold on LFW is 0.363).
+    /// Cosine similarity at or above which `compare` calls two photos the same person
+    /// (OpenCV's SFace threshold on LFW is 0.363). Door decisions use `gallery.threshold`;
+    /// `gallery::matcher` says which decision uses which.
     pub threshold: f32,
+    /// Most frames, one per camera, that the recognition worker takes through its stages
+    /// together (their faces share one embedder call).
+    pub max_batch_frames: usize,
 }
 
 impl Default for RecognitionConfig {
     fn default() -> Self {
-        RecognitionConfig { threshold: 0.363 }
+        RecognitionConfig {
+            threshold: 0.363,
+            max_batch_frames: 4,
+        }
     }
 }
 
@@ -267,9 +275,13 @@ impl Config {
                 self.recognition.threshold
             ));
         }
+        if self.recognition.max_batch_frames == 0 {
+            p.push("recognition.max_batch_frames: must be at least 1".into());
+        }
         p.extend(self.gallery.validate());
         p.extend(self.tracker.validate("tracker"));
         p.extend(self.mqtt.validate("mqtt"));
+        p.extend(self.images.validate("images"));
         if self.daemon.frame_queue == 0 {
             p.push("daemon.frame_queue: must be at least 1".into());
         }

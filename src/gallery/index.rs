@@ -18,6 +18,7 @@ use hnsw_rs::prelude::{DataId, Distance, FilterT, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::vision::embedder::EMBEDDING_DIM;
+use crate::vision::similarity::dot;
 
 /// Cosine distance of L2-normalised vectors, `1 − a·b`, never negative. (anndists' `DistDot`
 /// asserts `a·b ≤ 1`, which rounding breaks for a vector and itself.)
@@ -28,57 +29,6 @@ impl Distance<f32> for CosineDistance {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         (1.0 - dot(a, b)).max(0.0)
     }
-}
-
-/// Dot product. On x86-64 with AVX2 and FMA (detected at run time, cached by std) it runs
-/// fused multiply-adds on four 8-wide accumulators; elsewhere 32 plain lanes, which the
-/// compiler vectorises for the baseline instruction set.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { dot_avx2_fma(a, b) };
-    }
-    dot_lanes(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    // SAFETY: every load reads 8 floats at i < n − 31 + 24 + 8 ≤ n, inside both slices.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (k, acc) in acc.iter_mut().enumerate() {
-                let off = i + 8 * k;
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(off)), _mm256_loadu_ps(pb.add(off)), *acc);
-            }
-            i += 32;
-        }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
-        lanes.iter().sum::<f32>() + tail
-    }
-}
-
-/// 32 independent accumulators, so that the compiler keeps several vector registers busy.
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 32;
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -927,16 +877,5 @@ pub(crate) mod tests {
             assert!(!idx.two_stage());
             assert_eq!(idx.best_per_person(&data[799].1, 1)[0].person_id, 199);
         }
-    }
-
-    #[test]
-    fn dot_matches_the_plain_sum() {
-        let v = unit_vectors(2, 12);
-        let plain: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| a * b).sum();
-        assert!((dot(&v[0], &v[1]) - plain).abs() < 1e-6);
-        assert!(
-            (dot(&v[0][..13], &v[1][..13]) - v[0][..13].iter().zip(&v[1][..13]).map(|(a, b)| a * b).sum::<f32>()).abs()
-                < 1e-6
-        );
     }
 }

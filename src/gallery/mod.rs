@@ -1,6 +1,8 @@
 //! The gallery: who may enter. An SQLite store (the system of record) and a search index
 //! over its templates, kept in step with other processes through the store's change log.
 
+pub mod enroll;
+pub mod export;
 pub mod index;
 pub mod matcher;
 pub mod store;
@@ -11,8 +13,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::vision::quality::QualityConfig;
 use index::{IndexConfig, TemplateIndex};
-use matcher::{Candidate, Decision, QualityConfig};
+use matcher::{Candidate, MatchDecision};
 use store::{ChangeOp, ChangesSince, NewTemplate, Person, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +178,11 @@ impl Gallery {
         &self.store
     }
 
+    /// People enrolled.
+    pub fn person_count(&self) -> usize {
+        self.names.len()
+    }
+
     pub fn index(&self) -> &TemplateIndex {
         &self.index
     }
@@ -220,7 +228,7 @@ impl Gallery {
     }
 
     /// 1:K identification of one face by the matching rule.
-    pub fn identify(&self, embedding: &[f32], threshold: f32) -> (Decision, Vec<Candidate>) {
+    pub fn identify(&self, embedding: &[f32], threshold: f32) -> (MatchDecision, Vec<Candidate>) {
         let candidates = self.candidates(embedding, 2);
         (matcher::decide(&candidates, threshold, self.cfg.margin), candidates)
     }
@@ -235,7 +243,7 @@ impl Gallery {
             .store
             .embeddings_of(person.id)?
             .iter()
-            .map(|(_, v, _)| index::dot(embedding, v))
+            .map(|(_, v, _)| crate::vision::similarity::dot(embedding, v))
             .fold(f32::NEG_INFINITY, f32::max);
         Ok(best)
     }

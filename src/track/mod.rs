@@ -1,14 +1,14 @@
 //! Per-camera face tracking and per-track identity decisions. Pure: detections and
 //! match results in, track ids and decisions out, so all of it is tested without models.
 //!
-//! A track collects identity evidence (a quality-weighted mean of its face encodings) and
-//! turns it into one decision — recognized as P, unknown, or spoof — published once and
+//! A track collects evidence about its face — identity now (a quality-weighted mean of its
+//! face encodings); liveness cues join it in [`TrackEvidence`] — and turns it into one decision — recognized as P, unknown, or spoof — published once and
 //! again only when a different decision has held for `confirm` evaluations in a row.
 
 use serde::{Deserialize, Serialize};
 
-use crate::vision::embedder::l2_normalize;
 use crate::vision::geometry::{Detection, iou};
+use crate::vision::similarity::l2_normalize;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,13 +93,42 @@ pub struct Evaluation {
 
 /// A decision to publish.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct TrackDecision {
     pub track_id: u64,
     pub evaluation: Evaluation,
     pub bbox: [f32; 4],
     /// Frames of evidence: detection frames the track has lived.
     pub frames: u32,
     pub pts_ms: i64,
+}
+
+/// Everything a track has gathered about its face. Each kind of evidence has its own
+/// field, so a new cue (liveness) is one more field and one more `add_…` method.
+#[derive(Debug, Clone, Default)]
+pub struct TrackEvidence {
+    /// (quality, encoding) of the best faces so far, best first, at most `max_evidence`.
+    identity: Vec<(f32, Vec<f32>)>,
+}
+
+impl TrackEvidence {
+    /// The quality-weighted mean of the kept encodings, L2-normalised.
+    pub fn identity_embedding(&self) -> Option<Vec<f32>> {
+        let first = self.identity.first()?;
+        let mut acc = vec![0f32; first.1.len()];
+        for (q, e) in &self.identity {
+            for (a, v) in acc.iter_mut().zip(e) {
+                *a += q.max(1e-3) * v;
+            }
+        }
+        l2_normalize(&mut acc);
+        Some(acc)
+    }
+
+    fn add_identity(&mut self, quality: f32, embedding: Vec<f32>, max: usize) {
+        self.identity.push((quality, embedding));
+        self.identity.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.identity.truncate(max);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,8 +140,7 @@ pub struct Track {
     pub last_pts_ms: i64,
     best_quality: f32,
     since_embed: u32,
-    /// (quality, encoding) of the best faces so far.
-    evidence: Vec<(f32, Vec<f32>)>,
+    evidence: TrackEvidence,
     published: Option<Verdict>,
     candidate: Option<(Verdict, u32)>,
     latest: Option<Evaluation>,
@@ -128,24 +156,15 @@ impl Track {
             last_pts_ms: pts_ms,
             best_quality: 0.0,
             since_embed: 0,
-            evidence: Vec::new(),
+            evidence: TrackEvidence::default(),
             published: None,
             candidate: None,
             latest: None,
         }
     }
 
-    /// The quality-weighted mean of the kept encodings, L2-normalised.
-    pub fn evidence_embedding(&self) -> Option<Vec<f32>> {
-        let first = self.evidence.first()?;
-        let mut acc = vec![0f32; first.1.len()];
-        for (q, e) in &self.evidence {
-            for (a, v) in acc.iter_mut().zip(e) {
-                *a += q.max(1e-3) * v;
-            }
-        }
-        l2_normalize(&mut acc);
-        Some(acc)
+    pub fn evidence(&self) -> &TrackEvidence {
+        &self.evidence
     }
 
     pub fn published(&self) -> Option<&Verdict> {
@@ -233,7 +252,7 @@ impl Tracker {
                 }
             };
             let t = &self.tracks[ti];
-            let embed = t.evidence.is_empty()
+            let embed = t.evidence.identity.is_empty()
                 || t.since_embed >= self.cfg.embed_every
                 || q > t.best_quality * self.cfg.quality_gain;
             out.push(Assignment {
@@ -249,25 +268,23 @@ impl Tracker {
     }
 
     /// Adds an encoding of the track's face with its quality.
-    pub fn add_evidence(&mut self, track_id: u64, quality: f32, embedding: Vec<f32>) {
+    pub fn add_identity(&mut self, track_id: u64, quality: f32, embedding: Vec<f32>) {
         let max = self.cfg.max_evidence;
         if let Some(t) = self.tracks.iter_mut().find(|t| t.id == track_id) {
             t.since_embed = 0;
             t.best_quality = t.best_quality.max(quality);
-            t.evidence.push((quality, embedding));
-            t.evidence.sort_by(|a, b| b.0.total_cmp(&a.0));
-            t.evidence.truncate(max);
+            t.evidence.add_identity(quality, embedding, max);
         }
     }
 
     /// The track's aggregated encoding, to be matched by the caller.
-    pub fn evidence(&self, track_id: u64) -> Option<Vec<f32>> {
-        self.track(track_id).and_then(Track::evidence_embedding)
+    pub fn identity(&self, track_id: u64) -> Option<Vec<f32>> {
+        self.track(track_id).and_then(|t| t.evidence.identity_embedding())
     }
 
     /// Feeds one evaluation of a track's evidence through the hysteresis; returns the
     /// decision to publish, if this evaluation makes one.
-    pub fn evaluate(&mut self, track_id: u64, evaluation: Evaluation) -> Option<Decision> {
+    pub fn evaluate(&mut self, track_id: u64, evaluation: Evaluation) -> Option<TrackDecision> {
         let cfg = self.cfg.clone();
         let t = self.tracks.iter_mut().find(|t| t.id == track_id)?;
         t.latest = Some(evaluation.clone());
@@ -289,7 +306,7 @@ impl Tracker {
         if streak >= cfg.confirm || instant {
             t.published = Some(verdict);
             t.candidate = None;
-            return Some(Decision {
+            return Some(TrackDecision {
                 track_id,
                 evaluation,
                 bbox: t.bbox,
@@ -302,12 +319,12 @@ impl Tracker {
 
     /// The decision of a track that ends (or of every track at shutdown) that never
     /// published one: its latest evaluation, so that no face that was seen goes unreported.
-    pub fn finish(track: &Track) -> Option<Decision> {
+    pub fn finish(track: &Track) -> Option<TrackDecision> {
         if track.published.is_some() {
             return None;
         }
         let evaluation = track.latest.clone()?;
-        Some(Decision {
+        Some(TrackDecision {
             track_id: track.id,
             evaluation,
             bbox: track.bbox,
@@ -395,13 +412,13 @@ mod tests {
         let mut t = Tracker::new(cfg);
         let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         assert!(a[0].embed, "new track");
-        t.add_evidence(a[0].track_id, 0.5, vec![1.0, 0.0]);
+        t.add_identity(a[0].track_id, 0.5, vec![1.0, 0.0]);
         let mut embeds = vec![];
         for f in 1..=10 {
             let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], f);
             if a[0].embed {
                 embeds.push(f);
-                t.add_evidence(a[0].track_id, 0.5, vec![1.0, 0.0]);
+                t.add_identity(a[0].track_id, 0.5, vec![1.0, 0.0]);
             }
         }
         assert_eq!(embeds, vec![5, 10]);
@@ -418,10 +435,10 @@ mod tests {
         let mut t = Tracker::new(cfg);
         let (a, _) = t.update(&[det(0.0, 0.0, 100.0)], &[0.5], 0);
         let id = a[0].track_id;
-        t.add_evidence(id, 0.1, vec![0.0, 1.0]); // dropped: worst of three
-        t.add_evidence(id, 0.5, vec![1.0, 0.0]);
-        t.add_evidence(id, 0.5, vec![1.0, 0.0]);
-        let e = t.evidence(id).unwrap();
+        t.add_identity(id, 0.1, vec![0.0, 1.0]); // dropped: worst of three
+        t.add_identity(id, 0.5, vec![1.0, 0.0]);
+        t.add_identity(id, 0.5, vec![1.0, 0.0]);
+        let e = t.identity(id).unwrap();
         assert!((e[0] - 1.0).abs() < 1e-6 && e[1].abs() < 1e-6, "{e:?}");
     }
 

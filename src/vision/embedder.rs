@@ -7,6 +7,7 @@ use ort::value::TensorRef;
 
 use crate::error::Error;
 use crate::vision::align::CROP_SIZE;
+use crate::vision::similarity::l2_normalize;
 
 /// Length of an SFace encoding.
 pub const EMBEDDING_DIM: usize = 128;
@@ -25,22 +26,6 @@ pub fn embedder_input(crops: &[&RgbImage]) -> Array4<f32> {
         }
     }
     t
-}
-
-/// Scales `v` to unit length; a zero vector stays zero.
-pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
-/// Cosine similarity; 0 when either vector is zero.
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
 }
 
 /// SFace around an ONNX Runtime session whose batch dimension is symbolic.
@@ -100,19 +85,6 @@ impl Embedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalises_and_compares() {
-        let mut v = vec![3.0, 4.0];
-        l2_normalize(&mut v);
-        assert_eq!(v, vec![0.6, 0.8]);
-        let mut z = vec![0.0, 0.0];
-        l2_normalize(&mut z);
-        assert_eq!(z, vec![0.0, 0.0]);
-        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
-        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
-        assert!((cosine(&[1.0, 2.0], &[-1.0, -2.0]) + 1.0).abs() < 1e-6);
-    }
 
     #[test]
     fn input_is_rgb_planar() {

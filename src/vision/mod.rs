@@ -6,3 +6,5 @@ pub mod detector;
 pub mod embedder;
 pub mod geometry;
 pub mod image_io;
+pub mod quality;
+pub mod similarity;

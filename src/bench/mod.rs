@@ -1,6 +1,8 @@
 //! `facegate bench`: detector milliseconds per frame and embedder milliseconds per face at
 //! batch 1 and batch N, on the configured device.
 
+pub mod gallery;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -74,7 +76,7 @@ pub struct BenchReport {
     pub batch: usize,
 }
 
-pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
+pub fn run(cfg: &Config, args: &BenchArgs) -> Result<BenchReport, Error> {
     let mut cfg = cfg.clone();
     let batch = args.batch.max(1);
     cfg.inference.embed_batch = batch;
@@ -86,7 +88,10 @@ pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
     } else {
         args.images.clone()
     };
-    let images: Vec<RgbImage> = paths.iter().map(|p| load_image(p)).collect::<Result<_, _>>()?;
+    let images: Vec<RgbImage> = paths
+        .iter()
+        .map(|p| load_image(p, &cfg.images))
+        .collect::<Result<_, _>>()?;
 
     let mut crops = Vec::new();
     for img in &images {
@@ -134,29 +139,34 @@ pub fn run(cfg: &Config, args: &BenchArgs, json: bool) -> Result<(), Error> {
         embed_ms_per_face_batch_n: embed_n,
         batch,
     };
-    if json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
+    Ok(report)
+}
+
+impl BenchReport {
+    pub fn to_text(&self) -> String {
         let t = |t: &Timing| format!("mean {:.2} ms, p50 {:.2}, p90 {:.2}", t.mean_ms, t.p50_ms, t.p90_ms);
-        println!(
-            "provider {} ({} intra-op threads; 0 = ORT default)",
-            report.provider, report.intra_threads
-        );
-        println!(
-            "detector, per frame ({} images):  {}",
-            report.images,
-            t(&report.detect_ms_per_frame)
-        );
-        println!(
-            "embedder, per face, batch 1:      {}",
-            t(&report.embed_ms_per_face_batch1)
-        );
-        println!(
-            "embedder, per face, batch {batch}:      {}",
-            t(&report.embed_ms_per_face_batch_n)
-        );
+        [
+            format!(
+                "provider {} ({} intra-op threads; 0 = ORT default)",
+                self.provider, self.intra_threads
+            ),
+            format!(
+                "detector, per frame ({} images):  {}",
+                self.images,
+                t(&self.detect_ms_per_frame)
+            ),
+            format!(
+                "embedder, per face, batch 1:      {}",
+                t(&self.embed_ms_per_face_batch1)
+            ),
+            format!(
+                "embedder, per face, batch {}:      {}",
+                self.batch,
+                t(&self.embed_ms_per_face_batch_n)
+            ),
+        ]
+        .join("\n")
     }
-    Ok(())
 }
 
 #[cfg(test)]

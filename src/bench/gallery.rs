@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bench::Timing;
+use super::Timing;
 use crate::config::Config;
 use crate::error::Error;
 use crate::gallery::matcher::{self, Candidate};
 use crate::gallery::store::{NewTemplate, Store};
 use crate::gallery::{Gallery, index::Hit};
-use crate::vision::embedder::{EMBEDDING_DIM, l2_normalize};
+use crate::vision::embedder::EMBEDDING_DIM;
+use crate::vision::similarity::l2_normalize;
 
 /// The embedding-model id the synthetic templates are stored under.
 pub const SYNTHETIC_MODEL: &str = "synthetic-unit-128";
@@ -167,7 +168,7 @@ pub struct GalleryBenchReport {
     pub margin: f32,
 }
 
-pub fn run(cfg: &Config, args: &BenchGalleryArgs, json: bool) -> Result<(), Error> {
+pub fn run(cfg: &Config, args: &BenchGalleryArgs) -> Result<GalleryBenchReport, Error> {
     let bad = |m: &str| Error::Config(vec![m.to_string()]);
     if args.persons < 2 || args.templates_per_person == 0 || args.queries == 0 {
         return Err(bad(
@@ -195,9 +196,7 @@ pub fn run(cfg: &Config, args: &BenchGalleryArgs, json: bool) -> Result<(), Erro
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let report = result?;
-    crate::cli::print(json, &report, || report.to_text());
-    Ok(())
+    result
 }
 
 fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result<GalleryBenchReport, Error> {
@@ -335,7 +334,7 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
 }
 
 impl GalleryBenchReport {
-    fn to_text(&self) -> String {
+    pub fn to_text(&self) -> String {
         format!(
             "gallery: {} persons, {} templates ({}; {:.2} prototypes/person, shortlist {}, ef_search {})\n\
              write:   {:.1} s, {:.0} MiB on disk\n\

@@ -1,0 +1,337 @@
+//! Recognition: one worker thread that owns the models, the gallery and every camera's
+//! tracker. It waits on a single select over its inputs — frames of every camera, remote
+//! commands, the gallery refresh timer, a heartbeat and shutdown — and takes frames through
+//! the stages of [`stages`] in batches (at most one frame per camera per batch).
+//!
+//! ONNX Runtime sessions are used from this one thread (`Session::run` takes `&mut self`);
+//! inference is blocking work, so the worker is a plain thread, not an async task.
+
+mod commands;
+mod publish;
+mod stages;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, tick};
+
+use crate::config::Config;
+use crate::engine::FaceEngine;
+use crate::error::Error;
+use crate::events::{Command, Publisher};
+use crate::gallery::Gallery;
+use crate::telemetry::events::{BatchProcessed, GalleryRefreshFailed, GalleryRefreshed};
+use crate::telemetry::{InternalEvent, Telemetry};
+use crate::video::{Frame, FrameReceiver};
+use stages::{Observed, Trackers};
+
+/// How often an idle worker still shows it is alive (the systemd watchdog reads it).
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Most frame-to-publish and processing samples kept for the run report (8 MB each).
+const MAX_LATENCY_SAMPLES: usize = 1_000_000;
+
+/// The worker's state as the rest of the daemon sees it.
+pub struct WorkerHealth {
+    pub models_loaded: AtomicBool,
+    pub gallery_open: AtomicBool,
+    /// When the worker last went round its loop, in ms since `epoch`.
+    beat_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for WorkerHealth {
+    fn default() -> Self {
+        WorkerHealth {
+            models_loaded: AtomicBool::new(false),
+            gallery_open: AtomicBool::new(false),
+            beat_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl WorkerHealth {
+    /// Models loaded and gallery open: frames can be processed.
+    pub fn loaded(&self) -> bool {
+        self.models_loaded.load(Ordering::Relaxed) && self.gallery_open.load(Ordering::Relaxed)
+    }
+
+    fn beat(&self) {
+        self.beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the worker last went round its loop.
+    pub fn since_beat(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.beat_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Per-frame timings kept for `facegate run --report` (only when asked for: they grow with
+/// the run, up to [`MAX_LATENCY_SAMPLES`]).
+#[derive(Debug, Default)]
+pub struct LatencySamples {
+    /// From the first frame taken from a queue to the last batch done.
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    /// Per frame: from leaving its queue to its decisions handed to the publisher.
+    pub processing_ms: Vec<f64>,
+    /// Per event: from its frame leaving the decoder to the event stored in the outbox.
+    pub frame_to_publish_ms: Vec<f64>,
+}
+
+impl LatencySamples {
+    fn push(list: &mut Vec<f64>, ms: f64) {
+        if list.len() < MAX_LATENCY_SAMPLES {
+            list.push(ms);
+        }
+    }
+}
+
+/// What the worker listens to.
+pub struct WorkerInputs {
+    /// The recognition queue of every camera.
+    pub frames: Vec<FrameReceiver>,
+    /// Remote commands; `None` when there are none (one-shot runs).
+    pub commands: Option<Receiver<Command>>,
+    /// Disconnected (its sender dropped) when the worker is to finish: it then processes
+    /// the frames still queued and publishes every open track's final decision.
+    pub shutdown: Receiver<()>,
+}
+
+/// Everything the worker shares with the rest of the daemon.
+pub struct WorkerContext {
+    pub cfg: Arc<Config>,
+    pub publisher: Publisher,
+    pub telemetry: Arc<Telemetry>,
+    pub health: Arc<WorkerHealth>,
+    /// Keep [`LatencySamples`] for a run report.
+    pub keep_latencies: bool,
+}
+
+/// Starts the worker thread: it loads the models and opens the gallery (reporting both in
+/// `health`), then serves its inputs until shutdown.
+pub fn spawn(
+    ctx: WorkerContext,
+    inputs: WorkerInputs,
+) -> std::io::Result<std::thread::JoinHandle<Result<LatencySamples, Error>>> {
+    std::thread::Builder::new()
+        .name("recognition".into())
+        .spawn(move || Worker::load(ctx)?.run(inputs))
+}
+
+/// One input the select woke up for.
+enum Input {
+    /// A frame and the index of its camera.
+    Frame(usize, Frame),
+    Command(Command),
+    Refresh,
+    Heartbeat,
+    /// A source is gone for good: camera `Some(i)`, or the command channel.
+    Closed(Option<usize>),
+    Shutdown,
+}
+
+struct Worker {
+    ctx: WorkerContext,
+    engine: FaceEngine,
+    gallery: Gallery,
+    trackers: Trackers,
+    latencies: LatencySamples,
+}
+
+impl Worker {
+    fn load(ctx: WorkerContext) -> Result<Worker, Error> {
+        let engine = FaceEngine::load(&ctx.cfg)?;
+        ctx.health.models_loaded.store(true, Ordering::Relaxed);
+        let gallery = Gallery::open(&ctx.cfg.gallery, engine.model_id())?;
+        ctx.health.gallery_open.store(true, Ordering::Relaxed);
+        let trackers = Trackers::new(ctx.cfg.tracker.clone());
+        let worker = Worker {
+            ctx,
+            engine,
+            gallery,
+            trackers,
+            latencies: LatencySamples::default(),
+        };
+        worker.report_gallery();
+        Ok(worker)
+    }
+
+    fn run(mut self, mut inputs: WorkerInputs) -> Result<LatencySamples, Error> {
+        let refresh = tick(Duration::from_millis(self.ctx.cfg.gallery.refresh_interval_ms));
+        let heartbeat = tick(HEARTBEAT);
+        loop {
+            self.ctx.health.beat();
+            match next_input(&inputs, &refresh, &heartbeat) {
+                Input::Frame(camera, first) => {
+                    let max = self.ctx.cfg.recognition.max_batch_frames;
+                    let batch = gather_batch(camera, first, &inputs.frames, max);
+                    self.process(batch);
+                }
+                Input::Command(command) => self.command(command),
+                Input::Refresh => self.refresh_gallery(),
+                Input::Heartbeat => {}
+                Input::Closed(Some(camera)) => {
+                    inputs.frames.remove(camera);
+                }
+                Input::Closed(None) => inputs.commands = None,
+                Input::Shutdown => break,
+            }
+        }
+        self.drain(&inputs.frames);
+        Ok(self.latencies)
+    }
+
+    /// Takes one batch through every stage and publishes its decisions.
+    fn process(&mut self, frames: Vec<Frame>) {
+        let started = Instant::now();
+        self.latencies.first.get_or_insert(started);
+        let n = frames.len();
+        let cfg = self.ctx.cfg.clone();
+        let batch: Vec<Observed> = stages::detect(&mut self.engine, frames, &self.ctx.telemetry);
+        let tracked = stages::track(&mut self.trackers, &batch, &cfg.gallery.quality);
+        let mut decisions = match stages::embed(&mut self.engine, &batch, &tracked.to_embed, &self.ctx.telemetry) {
+            Ok(embeddings) => stages::decide(
+                &mut self.trackers,
+                &self.gallery,
+                cfg.gallery.threshold,
+                &batch,
+                &tracked.to_embed,
+                embeddings,
+            ),
+            Err(e) => {
+                publish::embedding_failed(&batch, &tracked.to_embed, &e, &self.ctx.telemetry);
+                Vec::new()
+            }
+        };
+        decisions.extend(
+            tracked
+                .ended
+                .iter()
+                .filter_map(|(fi, track)| crate::track::Tracker::finish(track).map(|d| (*fi, d))),
+        );
+        decisions.sort_by_key(|(fi, _)| *fi);
+        for (fi, decision) in &decisions {
+            let frame = &batch[*fi].frame;
+            let latency = publish::decision(&self.ctx, &frame.camera, decision, Some(frame.captured));
+            if let (true, Some(s)) = (self.ctx.keep_latencies, latency) {
+                LatencySamples::push(&mut self.latencies.frame_to_publish_ms, s * 1e3);
+            }
+        }
+        let done = Instant::now();
+        self.latencies.last = Some(done);
+        if self.ctx.keep_latencies {
+            let ms = done.duration_since(started).as_secs_f64() * 1e3;
+            for _ in 0..n {
+                LatencySamples::push(&mut self.latencies.processing_ms, ms);
+            }
+        }
+        BatchProcessed {
+            frames: n,
+            seconds: done.duration_since(started).as_secs_f64(),
+        }
+        .emit(&self.ctx.telemetry);
+    }
+
+    /// After shutdown: the frames still queued, then every open track's final decision.
+    fn drain(&mut self, cameras: &[FrameReceiver]) {
+        loop {
+            let batch: Vec<Frame> = cameras.iter().filter_map(|c| c.try_recv().ok()).collect();
+            if batch.is_empty() {
+                break;
+            }
+            self.process(batch);
+        }
+        for (camera, track) in self.trackers.drain() {
+            if let Some(decision) = crate::track::Tracker::finish(&track) {
+                publish::decision(&self.ctx, &camera, &decision, None);
+            }
+        }
+    }
+
+    fn refresh_gallery(&mut self) {
+        match self.gallery.refresh() {
+            Ok(true) => self.report_gallery(),
+            Ok(false) => {}
+            Err(e) => GalleryRefreshFailed { error: &e }.emit(&self.ctx.telemetry),
+        }
+    }
+
+    fn report_gallery(&self) {
+        GalleryRefreshed {
+            persons: self.gallery.person_count(),
+            templates: self.gallery.index().len(),
+        }
+        .emit(&self.ctx.telemetry);
+    }
+
+    fn command(&mut self, command: Command) {
+        let result = commands::handle(&mut self.engine, &mut self.gallery, &self.ctx, command);
+        self.ctx.publisher.command_result(result);
+        self.report_gallery();
+    }
+}
+
+/// Waits for the next input of any source.
+fn next_input(inputs: &WorkerInputs, refresh: &Receiver<Instant>, heartbeat: &Receiver<Instant>) -> Input {
+    let mut sel = Select::new();
+    let first_camera = sel.recv(&inputs.shutdown);
+    debug_assert_eq!(first_camera, 0);
+    for camera in &inputs.frames {
+        sel.recv(camera.receiver());
+    }
+    let refresh_op = sel.recv(refresh);
+    let heartbeat_op = sel.recv(heartbeat);
+    let command_op = inputs.commands.as_ref().map(|c| sel.recv(c));
+    let op = sel.select();
+    let index = op.index();
+    if index == 0 {
+        let _ = op.recv(&inputs.shutdown);
+        return Input::Shutdown;
+    }
+    if index <= inputs.frames.len() {
+        let camera = index - 1;
+        return match op.recv(inputs.frames[camera].receiver()) {
+            Ok(frame) => Input::Frame(camera, frame),
+            Err(_) => Input::Closed(Some(camera)),
+        };
+    }
+    if index == refresh_op {
+        let _ = op.recv(refresh);
+        return Input::Refresh;
+    }
+    if index == heartbeat_op {
+        let _ = op.recv(heartbeat);
+        return Input::Heartbeat;
+    }
+    match (command_op, &inputs.commands) {
+        (Some(i), Some(commands)) if i == index => match op.recv(commands) {
+            Ok(command) => Input::Command(command),
+            Err(_) => Input::Closed(None),
+        },
+        // Unreachable: every registered operation is handled above.
+        _ => Input::Heartbeat,
+    }
+}
+
+/// The batch for `first` (from camera `from`): it, plus at most one waiting frame of each
+/// other camera, up to `max` frames. Cameras after `from` go first, so that no camera
+/// waits behind the others when the worker cannot keep up.
+fn gather_batch(from: usize, first: Frame, cameras: &[FrameReceiver], max: usize) -> Vec<Frame> {
+    let mut batch = vec![first];
+    let n = cameras.len();
+    for camera in (1..n).map(|k| &cameras[(from + k) % n]) {
+        if batch.len() >= max.max(1) {
+            break;
+        }
+        if let Ok(frame) = camera.try_recv() {
+            batch.push(frame);
+        }
+    }
+    batch
+}
