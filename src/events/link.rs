@@ -34,7 +34,7 @@ use super::command::{Command, CommandError, parse_command};
 use super::config::MqttConfig;
 use super::model::Topics;
 use super::outbox::Outbox;
-use super::publisher::{Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
+use super::state::{CameraStatus, Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
 use crate::backoff::Backoff;
 use crate::error::Error;
 
@@ -801,7 +801,7 @@ impl Link {
             disconnect_written: false,
         });
         for status in self.shared.pending().statuses.values_mut() {
-            *status = super::publisher::CameraStatus {
+            *status = CameraStatus {
                 online: false,
                 dirty: true,
             };

@@ -17,12 +17,14 @@ mod link;
 mod model;
 mod outbox;
 mod publisher;
+mod state;
 mod watch;
 
 pub use command::{Command, CommandError};
 pub use config::MqttConfig;
 pub use model::{EVENT_FIELDS, Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
-pub use publisher::{Publisher, PublisherMetrics, ShutdownReport};
+pub use publisher::{Publisher, PublisherMetrics};
+pub use state::ShutdownReport;
 pub use watch::{WatchOptions, watch};
 
 #[cfg(test)]

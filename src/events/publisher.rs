@@ -1,13 +1,12 @@
 //! The application's handle on the MQTT side: store events, report camera state, receive
 //! commands, shut down cleanly. The connection itself lives in [`super::link`].
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::broker;
@@ -16,12 +15,11 @@ use super::config::MqttConfig;
 use super::link::{self, Link, MAX_OUTGOING};
 use super::model::{Event, Topics, check_topic_segment};
 use super::outbox::{Durability, Outbox};
+use super::state::{CameraStatus, Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
 use crate::error::Error;
 
 /// Commands waiting for the application; more are refused as busy.
 const COMMAND_QUEUE: usize = 16;
-/// Command results waiting for the broker; the oldest is dropped beyond this.
-const RESULT_QUEUE: usize = 256;
 
 /// Publishes identity events and daemon state; see the module documentation.
 ///
@@ -41,67 +39,6 @@ struct Inner {
     shutdown_tx: mpsc::Sender<ShutdownRequest>,
 }
 
-/// State shared between the handles and the link task.
-pub(crate) struct Shared {
-    /// Something new to send: an event, a status, stats, a result.
-    pub wake: Notify,
-    pub connected: AtomicBool,
-    /// Rows in the outbox.
-    pub depth: AtomicU64,
-    pub counters: Counters,
-    pub pending: Mutex<Pending>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub published: AtomicU64,
-    pub acked: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub publish_errors: AtomicU64,
-    pub commands_received: AtomicU64,
-    pub commands_rejected: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Messages that are not events: sent when connected, not stored.
-#[derive(Default)]
-pub(crate) struct Pending {
-    /// Every camera's last known state; `dirty` until it has been handed to the client.
-    pub statuses: BTreeMap<String, CameraStatus>,
-    /// Only the latest stats are worth sending.
-    pub stats: Option<Vec<u8>>,
-    pub results: VecDeque<Vec<u8>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CameraStatus {
-    pub online: bool,
-    pub dirty: bool,
-}
-
-impl Shared {
-    pub fn pending(&self) -> MutexGuard<'_, Pending> {
-        // A panic elsewhere while holding the lock leaves plain data behind; keep going.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn depth_sub_one(&self) {
-        let _ = self
-            .depth
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
-    }
-}
-
-pub(crate) struct ShutdownRequest {
-    pub grace: Duration,
-    pub reply: oneshot::Sender<ShutdownReport>,
-}
-
 /// Counters since the publisher started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublisherMetrics {
@@ -117,17 +54,6 @@ pub struct PublisherMetrics {
     pub commands_received: u64,
     /// Command messages refused (malformed, retained, or while busy or shutting down).
     pub commands_rejected: u64,
-}
-
-/// What [`Publisher::shutdown`] achieved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ShutdownReport {
-    /// Events acknowledged by the broker during the grace period.
-    pub sent: u64,
-    /// Events still in the outbox; the next start sends them.
-    pub left_in_outbox: u64,
-    /// `offline` was published and the connection closed with DISCONNECT.
-    pub disconnected_cleanly: bool,
 }
 
 impl Publisher {
@@ -180,16 +106,7 @@ impl Publisher {
                 )
             })
             .collect();
-        let shared = Arc::new(Shared {
-            wake: Notify::new(),
-            connected: AtomicBool::new(false),
-            depth: AtomicU64::new(depth),
-            counters: Counters::default(),
-            pending: Mutex::new(Pending {
-                statuses,
-                ..Default::default()
-            }),
-        });
+        let shared = Arc::new(Shared::new(depth, statuses));
         let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
         let link = Link::new(
@@ -349,14 +266,4 @@ impl Publisher {
             disconnected_cleanly: false,
         }
     }
-}
-
-pub(crate) fn push_result(shared: &Shared, payload: Vec<u8>) {
-    let mut pending = shared.pending();
-    if pending.results.len() >= RESULT_QUEUE {
-        pending.results.pop_front();
-        Counters::add(&shared.counters.publish_errors);
-        tracing::warn!("command result dropped: {RESULT_QUEUE} results are waiting for the broker");
-    }
-    pending.results.push_back(payload);
 }
