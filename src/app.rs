@@ -156,7 +156,7 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             .collect(),
     );
 
-    let (publisher, commands) = Publisher::start(&cfg.mqtt, &names, shutdown.clone()).await?;
+    let (publisher, commands) = Publisher::start(&cfg.mqtt, &cfg.commands, &names, shutdown.clone()).await?;
 
     // Recognition thread: loads the models and the gallery itself, then reports health.
     let (frame_tx, frame_rx) = mpsc::channel::<Frame>(cfg.daemon.frame_queue);
@@ -437,7 +437,7 @@ struct CameraState {
 fn recognition_loop(
     cfg: Config,
     mut frames: mpsc::Receiver<Frame>,
-    mut commands: mpsc::Receiver<Command>,
+    commands: crossbeam_channel::Receiver<Command>,
     publisher: Publisher,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -602,8 +602,9 @@ impl Recognizer<'_> {
             Command::Enroll {
                 request_id,
                 name,
-                jpeg,
+                image: jpeg,
                 append,
+                ..
             } => {
                 let result = (|| -> Result<serde_json::Value, Error> {
                     let img = crate::vision::image_io::decode_image(&jpeg).map_err(Error::Rejected)?;

@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::broker;
-use super::command::Command;
-use super::config::MqttConfig;
+use super::command::{Command, Rejection};
+use super::config::{CommandsConfig, MqttConfig};
+use super::intake::CommandIntake;
 use super::link::{self, Link, MAX_OUTGOING};
 use super::model::{Event, Topics, check_topic_segment};
 use super::outbox::{Durability, Outbox};
@@ -52,8 +53,69 @@ pub struct PublisherMetrics {
     pub publish_errors: u64,
     /// Messages on the command topics.
     pub commands_received: u64,
-    /// Command messages refused (malformed, retained, or while busy or shutting down).
+    /// Command messages refused, for any reason; `command_rejections` says which.
     pub commands_rejected: u64,
+    pub command_rejections: CommandRejections,
+}
+
+/// Refused command messages by reason (the `code` of their result); they add up to
+/// [`PublisherMetrics::commands_rejected`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CommandRejections {
+    /// Remote commands are off (`[commands] enabled = false`).
+    pub disabled: u64,
+    /// Not a signed envelope.
+    pub malformed: u64,
+    /// The signature does not match: another key, or an altered body.
+    pub bad_signature: u64,
+    /// Signed, but not a valid command for its topic.
+    pub invalid: u64,
+    /// Timestamp older than `commands.max_age_s`.
+    pub stale: u64,
+    /// Timestamp ahead of the daemon's clock by more than `commands.max_age_s`.
+    pub future: u64,
+    /// A signed message accepted before.
+    pub replayed: u64,
+    /// Published with the retain flag.
+    pub retained: u64,
+    /// Too many commands waiting or accepted lately.
+    pub busy: u64,
+    /// The application had stopped taking commands.
+    pub shutting_down: u64,
+}
+
+impl CommandRejections {
+    /// The count for one reason.
+    pub fn get(&self, reason: Rejection) -> u64 {
+        match reason {
+            Rejection::Disabled => self.disabled,
+            Rejection::Malformed => self.malformed,
+            Rejection::BadSignature => self.bad_signature,
+            Rejection::Invalid => self.invalid,
+            Rejection::Stale => self.stale,
+            Rejection::Future => self.future,
+            Rejection::Replayed => self.replayed,
+            Rejection::Retained => self.retained,
+            Rejection::Busy => self.busy,
+            Rejection::ShuttingDown => self.shutting_down,
+        }
+    }
+
+    fn from_counters(counters: &[AtomicU64; Rejection::ALL.len()]) -> CommandRejections {
+        let get = |r: Rejection| counters[r.index()].load(Ordering::Relaxed);
+        CommandRejections {
+            disabled: get(Rejection::Disabled),
+            malformed: get(Rejection::Malformed),
+            bad_signature: get(Rejection::BadSignature),
+            invalid: get(Rejection::Invalid),
+            stale: get(Rejection::Stale),
+            future: get(Rejection::Future),
+            replayed: get(Rejection::Replayed),
+            retained: get(Rejection::Retained),
+            busy: get(Rejection::Busy),
+            shutting_down: get(Rejection::ShuttingDown),
+        }
+    }
 }
 
 impl Publisher {
@@ -62,14 +124,19 @@ impl Publisher {
     /// background (events wait in the outbox). `cameras` get a retained `offline` status
     /// until [`Publisher::camera_status`] says otherwise.
     ///
-    /// When `shutdown` is cancelled, command intake stops (the receiver ends); the
-    /// connection stays up so that [`Publisher::shutdown`] can drain the outbox.
+    /// Remote commands that pass `commands` (see [`CommandsConfig`]) arrive on the returned
+    /// receiver, at most 16 waiting (more are refused as busy). When `shutdown` is
+    /// cancelled, command intake stops (the receiver reports the channel disconnected); the
+    /// connection stays up so that [`Publisher::shutdown`] can drain the outbox. The
+    /// command key is read here, once.
     pub async fn start(
         cfg: &MqttConfig,
+        commands: &CommandsConfig,
         cameras: &[String],
         shutdown: CancellationToken,
-    ) -> Result<(Publisher, mpsc::Receiver<Command>), Error> {
+    ) -> Result<(Publisher, crossbeam_channel::Receiver<Command>), Error> {
         let mut problems = cfg.validate("mqtt");
+        problems.extend(commands.validate("commands"));
         for camera in cameras {
             if let Err(why) = check_topic_segment(camera) {
                 problems.push(format!("cameras: name {why}"));
@@ -78,6 +145,7 @@ impl Publisher {
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
+        let key = commands.load_key("commands")?;
         let topics = Topics::new(&cfg.prefix);
         let writer = Outbox::open(&cfg.outbox_path, Durability::Full)?;
         let reader = Outbox::open(&cfg.outbox_path, Durability::Normal)?;
@@ -107,22 +175,16 @@ impl Publisher {
             })
             .collect();
         let shared = Arc::new(Shared::new(depth, statuses));
-        let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (command_tx, command_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+        let intake = CommandIntake::new(command_tx, key, commands.max_age_s);
         let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
-        let link = Link::new(
-            cfg,
-            options,
-            topics.clone(),
-            shared.clone(),
-            reader,
-            command_tx,
-            shutdown,
-        );
+        let link = Link::new(cfg, options, topics.clone(), shared.clone(), reader, intake, shutdown);
         tracing::info!(
             broker = %cfg.broker_address(),
             embedded = cfg.host.is_none(),
             outbox = %cfg.outbox_path.display(),
             waiting = depth,
+            remote_commands = commands.enabled,
             "MQTT publisher started"
         );
         tokio::spawn(link.run(shutdown_rx));
@@ -240,6 +302,7 @@ impl Publisher {
             publish_errors: get(&c.publish_errors),
             commands_received: get(&c.commands_received),
             commands_rejected: get(&c.commands_rejected),
+            command_rejections: CommandRejections::from_counters(&c.rejections),
         }
     }
 

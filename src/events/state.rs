@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
+use super::command::Rejection;
+
 /// Command results waiting for the broker; the oldest is dropped beyond this.
 const RESULT_QUEUE: usize = 256;
 
@@ -33,6 +35,8 @@ pub(crate) struct Counters {
     pub publish_errors: AtomicU64,
     pub commands_received: AtomicU64,
     pub commands_rejected: AtomicU64,
+    /// Refused command messages by reason, indexed like [`Rejection::ALL`].
+    pub rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl Counters {
