@@ -832,6 +832,140 @@ async fn send_forgeries(
     ]
 }
 
+/// Runs a shell script in `dir`; stdout on success.
+fn shell(dir: &Path, script: &str, envs: &[(&str, &str)]) -> String {
+    let out = Process::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{script}\nfailed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The recipe of docs/remote-commands.md, word for word but for the broker's port and
+/// the topic prefix. Needs openssl, jq and mosquitto_pub (Debian: apt-get install openssl jq
+/// mosquitto-clients).
+const SHELL_RECIPE: &str = r#"set -euo pipefail
+base64 -w0 photo.jpg |
+  jq -Rc --arg name "Ann" --arg id "sh1" --argjson ts "$(date +%s)" \
+    '{command: "enroll", timestamp: $ts, request_id: $id, name: $name, image: .}' > body.json
+sig=$(openssl dgst -sha256 -hmac "$(cat command.key)" -r body.json | cut -d' ' -f1)
+jq -Rsc --arg signature "$sig" '{body: ., signature: $signature}' body.json > envelope.json
+mosquitto_pub -p "$PORT" -q 1 -t "$PREFIX/cmd/enroll" -f envelope.json
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_signed_with_openssl_and_jq_or_facegate_sign_are_accepted() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("commands-shell");
+    let d = dir.path();
+    shell(d, "openssl rand -hex 32 > command.key && chmod 600 command.key", &[]);
+    std::fs::write(d.join("photo.jpg"), photo()).unwrap();
+    let mut results = Subscriber::start(broker.port, "sub-shell", false, &["fg11/cmd/result", "fg11/available"]).await;
+    let (publisher, commands) = Publisher::start(
+        &config(broker.port, d, "fg11"),
+        &commands_on(d.join("command.key")),
+        &[],
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(results.next_on("fg11/available").await.text(), "online");
+    let port = broker.port.to_string();
+    let envs = [("PORT", port.as_str()), ("PREFIX", "fg11")];
+
+    shell(d, SHELL_RECIPE, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Enroll {
+            request_id: Some("sh1".into()),
+            name: "Ann".into(),
+            image: photo(),
+            append: false,
+            largest: false,
+            metadata: None,
+        }
+    );
+
+    // `facegate sign` piped into mosquitto_pub, as documented.
+    let facegate = env!("CARGO_BIN_EXE_facegate");
+    let enroll = format!(
+        "{facegate} sign --key-file command.key enroll --name Bob --image photo.jpg --append --largest \
+         --metadata '{{\"badge\": 1042}}' --request-id cli1 | mosquitto_pub -p $PORT -q 1 -t $PREFIX/cmd/enroll -s"
+    );
+    shell(d, &enroll, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Enroll {
+            request_id: Some("cli1".into()),
+            name: "Bob".into(),
+            image: photo(),
+            append: true,
+            largest: true,
+            metadata: Some(json!({"badge": 1042})),
+        }
+    );
+    let remove = format!(
+        "{facegate} sign --key-file command.key remove --name Bob | mosquitto_pub -p $PORT -q 1 -t $PREFIX/cmd/remove -s"
+    );
+    shell(d, &remove, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Remove {
+            request_id: None,
+            name: "Bob".into()
+        }
+    );
+    let m = publisher.metrics();
+    assert_eq!((m.commands_received, m.commands_rejected), (3, 0), "{m:?}");
+
+    // What `facegate sign` prints: the envelope, its body the command.
+    let printed = shell(
+        d,
+        &format!("{facegate} sign --key-file command.key remove --name Eve"),
+        &[],
+    );
+    let envelope: Value = serde_json::from_str(printed.trim()).unwrap();
+    let body: Value = serde_json::from_str(envelope["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (body["command"].as_str(), body["name"].as_str()),
+        (Some("remove"), Some("Eve"))
+    );
+    assert!(body["timestamp"].is_i64(), "{body}");
+    assert_eq!(envelope["signature"].as_str().unwrap().len(), 64);
+
+    // A key too short is refused at start, naming the setting; so is a missing one.
+    std::fs::write(d.join("short.key"), "secret\n").unwrap();
+    for (file, why) in [("short.key", "at least 32"), ("missing.key", "No such file")] {
+        let other = TempDir::new("commands-bad-key");
+        let err = Publisher::start(
+            &config(broker.port, other.path(), "fg11b"),
+            &commands_on(d.join(file)),
+            &[],
+            CancellationToken::new(),
+        )
+        .await
+        .err()
+        .expect("a daemon without a usable key must not start")
+        .to_string();
+        assert!(
+            err.contains("commands.key_file") && err.contains(file) && err.contains(why),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the key is never shown: {err}");
+    }
+    publisher.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_broker_serves_subscribers_and_refuses_a_second_start() {
     init_tracing();
