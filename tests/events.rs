@@ -12,7 +12,8 @@ use base64::Engine as _;
 use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
 use facegate::events::{
-    Command, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport, WatchOptions, timestamp,
+    Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport,
+    WatchOptions, timestamp,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
@@ -259,6 +260,7 @@ async fn events_arrive_with_the_full_schema_and_state_is_retained() {
     let cameras = ["door".to_string(), "gate".to_string()];
     let (publisher, _commands) = Publisher::start(
         &config(broker.port, dir.path(), "fg1"),
+        &CommandsConfig::default(),
         &cameras,
         CancellationToken::new(),
     )
@@ -346,6 +348,7 @@ async fn a_broker_outage_loses_nothing_and_keeps_order_per_camera() {
     let cameras = ["door".to_string(), "gate".to_string()];
     let (publisher, _commands) = Publisher::start(
         &config(broker.port, dir.path(), "fg2"),
+        &CommandsConfig::default(),
         &cameras,
         CancellationToken::new(),
     )
@@ -428,7 +431,7 @@ async fn the_outbox_outlives_a_publisher_that_never_reached_the_broker() {
     let cfg = config(port, dir.path(), "fg3");
     let cameras = ["door".to_string()];
 
-    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .unwrap();
     let published: Vec<Event> = (0..5).map(|i| event("door", i, EventKind::Recognized)).collect();
@@ -454,7 +457,7 @@ async fn the_outbox_outlives_a_publisher_that_never_reached_the_broker() {
 
     let broker = Mosquitto::start_on(port, Persistence::Off);
     let mut sub = Subscriber::start(broker.port, "sub-restart", false, &["fg3/+/events"]).await;
-    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(
@@ -488,7 +491,9 @@ async fn last_will_on_a_lost_connection_and_offline_on_a_clean_shutdown() {
     let mut sub = Subscriber::start(broker.port, "sub-will", false, &["fg4/available"]).await;
 
     // Dropped without shutdown, as in a crash: the broker publishes the will.
-    let (publisher, _commands) = Publisher::start(&cfg, &[], CancellationToken::new()).await.unwrap();
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &[], CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(sub.next().await.text(), "online");
     let clone = publisher.clone();
     drop(publisher);
@@ -501,7 +506,9 @@ async fn last_will_on_a_lost_connection_and_offline_on_a_clean_shutdown() {
     assert!(m.retain && m.text() == "offline", "{m:?}");
 
     // A clean shutdown says offline itself and disconnects (no will).
-    let (publisher, _commands) = Publisher::start(&cfg, &[], CancellationToken::new()).await.unwrap();
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &[], CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(sub.next().await.text(), "online");
     let report = publisher.shutdown(Duration::from_secs(1)).await;
     assert!(report.disconnected_cleanly, "{report:?}");
@@ -510,109 +517,452 @@ async fn last_will_on_a_lost_connection_and_offline_on_a_clean_shutdown() {
     drop(late);
 }
 
+// ---- remote commands ----------------------------------------------------------------------
+
+/// A key as `openssl rand -hex 32 > command.key` writes it.
+const COMMAND_KEY: &str = "3f9c2a7be1d04c5f8a6b2e9d7c1f0a4b5e8d3c2b1a0f9e8d7c6b5a4f3e2d1c0b\n";
+
+fn write_key(dir: &Path, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("command.key");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn commands_on(key_file: std::path::PathBuf) -> CommandsConfig {
+    CommandsConfig {
+        enabled: true,
+        key_file: Some(key_file),
+        max_age_s: 60,
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The envelope of `body`, signed with `key`.
+fn signed_with(key: &str, body: &Value) -> String {
+    CommandKey::from_bytes(key.as_bytes())
+        .unwrap()
+        .envelope(&body.to_string())
+}
+
+/// The next command for the application (the receiver blocks: off the async threads).
+async fn next_command(rx: &crossbeam_channel::Receiver<Command>) -> Command {
+    let rx = rx.clone();
+    tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
+        .await
+        .unwrap()
+        .expect("no command for the application in time")
+}
+
+/// A small real JPEG.
+fn photo() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([(x * 8) as u8, (y * 10) as u8, 128]));
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode_image(&img)
+        .unwrap();
+    bytes
+}
+
+/// Publishes on the command topics as an integrator would.
+struct Commander(Subscriber);
+
+impl Commander {
+    async fn start(port: u16, id: &str) -> Commander {
+        Commander(Subscriber::start(port, id, false, &[&format!("{id}/nothing")]).await)
+    }
+
+    async fn send(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        let payload: Vec<u8> = payload.into();
+        self.0
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_valid_ones_reach_the_application_malformed_ones_get_a_result() {
+async fn commands_are_refused_by_default_saying_how_to_turn_them_on() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("commands-off");
+    let mut results = Subscriber::start(broker.port, "sub-off", false, &["fg5/cmd/result", "fg5/available"]).await;
+    let commander = Commander::start(broker.port, "commander-off").await;
+    let (publisher, commands) = Publisher::start(
+        &config(broker.port, dir.path(), "fg5"),
+        &CommandsConfig::default(),
+        &[],
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // `online` follows our subscriptions on the same connection: they are in place.
+    assert_eq!(results.next_on("fg5/available").await.text(), "online");
+
+    // What an integrator might try first: a plain command, and a signed one.
+    let image = base64::engine::general_purpose::STANDARD.encode(photo());
+    commander
+        .send(
+            "fg5/cmd/enroll",
+            json!({"request_id": "e1", "name": "Mallory", "image": image}).to_string(),
+        )
+        .await;
+    let body = json!({"command": "remove", "timestamp": unix_now(), "request_id": "r1", "name": "Ann"});
+    commander.send("fg5/cmd/remove", signed_with(COMMAND_KEY, &body)).await;
+    for command in ["enroll", "remove"] {
+        let r = results.next_on("fg5/cmd/result").await.json();
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(
+            (r["command"].as_str(), r["code"].as_str()),
+            (Some(command), Some("disabled"))
+        );
+        // Not read at all: not even the request id.
+        assert_eq!(r["request_id"], Value::Null, "{r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.contains("[commands] enabled") && error.contains("key_file"),
+            "{error}"
+        );
+    }
+    assert!(commands.try_recv().is_err(), "nothing reaches the application");
+    let m = publisher.metrics();
+    assert_eq!((m.commands_received, m.commands_rejected), (2, 2), "{m:?}");
+    assert_eq!(m.command_rejections.disabled, 2, "{m:?}");
+    publisher.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commands_reach_the_application_and_forgeries_stale_ones_and_replays_do_not() {
     init_tracing();
     let broker = Mosquitto::start(Persistence::Off);
     let dir = TempDir::new("commands");
     let port = broker.port;
-    let mut results = Subscriber::start(port, "sub-results", false, &["fg5/cmd/result", "fg5/available"]).await;
-    let commander = Subscriber::start(port, "commander", false, &["fg5/nothing"]).await;
-    let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01];
-    let image = base64::engine::general_purpose::STANDARD.encode(jpeg);
+    let mut results = Subscriber::start(port, "sub-results", false, &["fg10/cmd/result", "fg10/available"]).await;
+    let commander = Commander::start(port, "commander").await;
+    let jpeg = photo();
+    let image = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let now = unix_now();
 
     // Retained before the daemon subscribes: it would come back at every subscription.
-    let retained = json!({"request_id": "m5", "name": "Eve", "image": image});
+    let retained = json!({"command": "enroll", "timestamp": now, "request_id": "m5", "name": "Eve", "image": image});
     commander
+        .0
         .client
-        .publish("fg5/cmd/enroll", QoS::AtLeastOnce, true, retained.to_string())
+        .publish(
+            "fg10/cmd/enroll",
+            QoS::AtLeastOnce,
+            true,
+            signed_with(COMMAND_KEY, &retained),
+        )
         .await
         .unwrap();
 
     let token = CancellationToken::new();
-    let (publisher, mut commands) = Publisher::start(&config(port, dir.path(), "fg5"), &[], token.clone())
-        .await
-        .unwrap();
-    // `online` follows our subscriptions on the same connection: they are in place.
-    assert_eq!(results.next_on("fg5/available").await.text(), "online");
-
-    let send = |topic: &'static str, payload: String| {
-        let client = commander.client.clone();
-        async move { client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap() }
-    };
-    send(
-        "fg5/cmd/enroll",
-        json!({"request_id": "e1", "name": "Ann", "image": image, "append": true}).to_string(),
+    let key_file = write_key(dir.path(), COMMAND_KEY);
+    let (publisher, commands) = Publisher::start(
+        &config(port, dir.path(), "fg10"),
+        &commands_on(key_file),
+        &[],
+        token.clone(),
     )
-    .await;
-    send("fg5/cmd/remove", json!({"request_id": "r1", "name": "Bob"}).to_string()).await;
-    send("fg5/cmd/enroll", "not json".into()).await;
-    send("fg5/cmd/enroll", json!({"request_id": "m2", "name": "A"}).to_string()).await;
-    send(
-        "fg5/cmd/enroll",
-        json!({"request_id": "m3", "name": "A", "image": "!!!"}).to_string(),
-    )
-    .await;
-    send("fg5/cmd/remove", json!({"request_id": "m4"}).to_string()).await;
+    .await
+    .unwrap();
+    assert_eq!(results.next_on("fg10/available").await.text(), "online");
 
-    let first = tokio::time::timeout(WAIT, commands.recv()).await.unwrap().unwrap();
+    let enroll = json!({
+        "command": "enroll", "timestamp": now, "request_id": "e1", "name": "Ann", "image": image,
+        "append": true, "largest": true, "metadata": {"badge": 1042}
+    });
+    let enroll_msg = signed_with(COMMAND_KEY, &enroll);
+    commander.send("fg10/cmd/enroll", enroll_msg.clone()).await;
+    let remove = json!({"command": "remove", "timestamp": now, "request_id": "r1", "name": "Bob"});
+    commander
+        .send("fg10/cmd/remove", signed_with(COMMAND_KEY, &remove))
+        .await;
     assert_eq!(
-        first,
+        next_command(&commands).await,
         Command::Enroll {
             request_id: Some("e1".into()),
             name: "Ann".into(),
-            jpeg: jpeg.to_vec(),
-            append: true
+            image: jpeg.clone(),
+            append: true,
+            largest: true,
+            metadata: Some(json!({"badge": 1042})),
         }
     );
-    let second = tokio::time::timeout(WAIT, commands.recv()).await.unwrap().unwrap();
     assert_eq!(
-        second,
+        next_command(&commands).await,
         Command::Remove {
             request_id: Some("r1".into()),
             name: "Bob".into()
         }
     );
 
-    let refused = results.collect_on("/cmd/result", WAIT, |m| m.len() == 5).await;
-    let mut by_id: HashMap<String, Value> = HashMap::new();
-    for m in &refused {
+    let refusals = send_forgeries(&commander, &enroll, &enroll_msg, now).await;
+    let got = results
+        .collect_on("/cmd/result", WAIT, |m| m.len() == refusals.len())
+        .await;
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for m in &got {
         let v = m.json();
         assert_eq!(v["ok"], false, "{v}");
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
-        by_id.insert(v["request_id"].as_str().unwrap_or("none").to_owned(), v);
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{v}");
+        let code = v["code"].as_str().unwrap().to_owned();
+        let id = v["request_id"].as_str().unwrap_or("-").to_owned();
+        let expected = refusals.iter().find(|(c, i, _)| *c == code && *i == id);
+        let (_, _, why) = expected.unwrap_or_else(|| panic!("unexpected refusal {v}"));
+        assert!(error.contains(why), "{why:?} not in {v}");
+        seen.push((code, id));
     }
-    let mut ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["m2", "m3", "m4", "m5", "none"]);
-    assert!(by_id["m2"]["error"].as_str().unwrap().contains("image is missing"));
-    assert!(by_id["m3"]["error"].as_str().unwrap().contains("base64"));
-    assert!(by_id["m4"]["error"].as_str().unwrap().contains("name is missing"));
-    assert!(by_id["m5"]["error"].as_str().unwrap().contains("retained"));
-    assert!(by_id["none"]["error"].as_str().unwrap().contains("not JSON"));
+    seen.sort();
+    let mut wanted: Vec<(String, String)> = refusals
+        .iter()
+        .map(|(c, i, _)| (c.to_string(), i.to_string()))
+        .collect();
+    wanted.sort();
+    assert_eq!(seen, wanted);
+    assert!(
+        commands.try_recv().is_err(),
+        "no refused command reaches the application"
+    );
+
     let m = publisher.metrics();
-    assert_eq!((m.commands_received, m.commands_rejected), (7, 5), "{m:?}");
+    assert_eq!((m.commands_received, m.commands_rejected), (2 + 9, 9), "{m:?}");
+    let r = m.command_rejections;
+    assert_eq!(
+        (
+            r.retained,
+            r.malformed,
+            r.bad_signature,
+            r.invalid,
+            r.stale,
+            r.future,
+            r.replayed
+        ),
+        (1, 1, 3, 1, 1, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.disabled + r.busy + r.shutting_down, 0, "{r:?}");
 
     // The application answers through the publisher.
     publisher.command_result(json!({"request_id": "e1", "ok": true, "person": {"id": 1, "name": "Ann"}}));
-    assert_eq!(results.next_on("fg5/cmd/result").await.json()["request_id"], "e1");
+    assert_eq!(results.next_on("fg10/cmd/result").await.json()["request_id"], "e1");
 
     // Stopping the application ends the command stream; later commands are refused.
     token.cancel();
-    assert!(tokio::time::timeout(WAIT, commands.recv()).await.unwrap().is_none());
-    send(
-        "fg5/cmd/remove",
-        json!({"request_id": "late", "name": "Bob"}).to_string(),
-    )
-    .await;
-    let late = results.next_on("fg5/cmd/result").await.json();
-    assert_eq!(late["request_id"], "late");
-    assert!(late["error"].as_str().unwrap().contains("shutting down"), "{late}");
-    commander
-        .client
-        .publish("fg5/cmd/enroll", QoS::AtLeastOnce, true, Vec::new())
+    let rx = commands.clone();
+    let ended = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
         .await
         .unwrap();
+    assert_eq!(ended, Err(crossbeam_channel::RecvTimeoutError::Disconnected));
+    let late = json!({"command": "remove", "timestamp": unix_now(), "request_id": "late", "name": "Bob"});
+    commander.send("fg10/cmd/remove", signed_with(COMMAND_KEY, &late)).await;
+    let late = results.next_on("fg10/cmd/result").await.json();
+    assert_eq!(
+        (late["request_id"].as_str(), late["code"].as_str()),
+        (Some("late"), Some("shutting_down"))
+    );
+    assert!(late["error"].as_str().unwrap().contains("shutting down"), "{late}");
+    commander
+        .0
+        .client
+        .publish("fg10/cmd/enroll", QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .unwrap();
+    publisher.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Sends one of each refused kind; returns (code, request_id or "-", part of the reason).
+async fn send_forgeries(
+    commander: &Commander,
+    enroll: &Value,
+    enroll_msg: &str,
+    now: i64,
+) -> Vec<(&'static str, &'static str, &'static str)> {
+    let topic = "fg10/cmd/enroll";
+    let body = enroll.to_string();
+    // Unsigned, as before signing existed.
+    let mut plain = enroll.clone();
+    plain.as_object_mut().unwrap().remove("command");
+    commander.send(topic, plain.to_string()).await;
+    // A signature of the right shape that is not the body's.
+    commander
+        .send(topic, json!({"body": body, "signature": "00".repeat(32)}).to_string())
+        .await;
+    // Signed with another key.
+    let other_key = "0000000000000000000000000000000000000000000000000000000000000000";
+    commander.send(topic, signed_with(other_key, enroll)).await;
+    // The signed body altered: someone else's name.
+    let signature = serde_json::from_str::<Value>(enroll_msg).unwrap()["signature"].clone();
+    let tampered = body.replace("\"Ann\"", "\"Mallory\"");
+    assert_ne!(tampered, body);
+    commander
+        .send(topic, json!({"body": tampered, "signature": signature}).to_string())
+        .await;
+    // A remove signed and sent on the enroll topic.
+    let remove = json!({"command": "remove", "timestamp": now, "request_id": "v1", "name": "Ann"});
+    commander.send(topic, signed_with(COMMAND_KEY, &remove)).await;
+    // An hour old, and an hour ahead.
+    let mut stale = enroll.clone();
+    stale["timestamp"] = json!(now - 3600);
+    stale["request_id"] = json!("s1");
+    commander.send(topic, signed_with(COMMAND_KEY, &stale)).await;
+    let mut future = enroll.clone();
+    future["timestamp"] = json!(now + 3600);
+    future["request_id"] = json!("f1");
+    commander.send(topic, signed_with(COMMAND_KEY, &future)).await;
+    // The valid enrollment captured and sent again.
+    commander.send(topic, enroll_msg.to_owned()).await;
+    vec![
+        ("retained", "m5", "retain"),
+        ("malformed", "-", "commands must be signed"),
+        ("bad_signature", "-", "signature does not match"),
+        ("bad_signature", "-", "signature does not match"),
+        ("bad_signature", "-", "signature does not match"),
+        ("invalid", "v1", "cmd/enroll"),
+        ("stale", "s1", "commands.max_age_s"),
+        ("future", "f1", "ahead of the daemon's clock"),
+        ("replayed", "e1", "replayed"),
+    ]
+}
+
+/// Runs a shell script in `dir`; stdout on success.
+fn shell(dir: &Path, script: &str, envs: &[(&str, &str)]) -> String {
+    let out = Process::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{script}\nfailed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The recipe of docs/remote-commands.md, word for word but for the broker's port and
+/// the topic prefix. Needs openssl, jq and mosquitto_pub (Debian: apt-get install openssl jq
+/// mosquitto-clients).
+const SHELL_RECIPE: &str = r#"set -euo pipefail
+base64 -w0 photo.jpg |
+  jq -Rc --arg name "Ann" --arg id "sh1" --argjson ts "$(date +%s)" \
+    '{command: "enroll", timestamp: $ts, request_id: $id, name: $name, image: .}' > body.json
+sig=$(openssl dgst -sha256 -hmac "$(cat command.key)" -r body.json | cut -d' ' -f1)
+jq -Rsc --arg signature "$sig" '{body: ., signature: $signature}' body.json > envelope.json
+mosquitto_pub -p "$PORT" -q 1 -t "$PREFIX/cmd/enroll" -f envelope.json
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_signed_with_openssl_and_jq_or_facegate_sign_are_accepted() {
+    init_tracing();
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("commands-shell");
+    let d = dir.path();
+    shell(d, "openssl rand -hex 32 > command.key && chmod 600 command.key", &[]);
+    std::fs::write(d.join("photo.jpg"), photo()).unwrap();
+    let mut results = Subscriber::start(broker.port, "sub-shell", false, &["fg11/cmd/result", "fg11/available"]).await;
+    let (publisher, commands) = Publisher::start(
+        &config(broker.port, d, "fg11"),
+        &commands_on(d.join("command.key")),
+        &[],
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(results.next_on("fg11/available").await.text(), "online");
+    let port = broker.port.to_string();
+    let envs = [("PORT", port.as_str()), ("PREFIX", "fg11")];
+
+    shell(d, SHELL_RECIPE, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Enroll {
+            request_id: Some("sh1".into()),
+            name: "Ann".into(),
+            image: photo(),
+            append: false,
+            largest: false,
+            metadata: None,
+        }
+    );
+
+    // `facegate sign` piped into mosquitto_pub, as documented.
+    let facegate = env!("CARGO_BIN_EXE_facegate");
+    let enroll = format!(
+        "{facegate} sign --key-file command.key enroll --name Bob --image photo.jpg --append --largest \
+         --metadata '{{\"badge\": 1042}}' --request-id cli1 | mosquitto_pub -p $PORT -q 1 -t $PREFIX/cmd/enroll -s"
+    );
+    shell(d, &enroll, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Enroll {
+            request_id: Some("cli1".into()),
+            name: "Bob".into(),
+            image: photo(),
+            append: true,
+            largest: true,
+            metadata: Some(json!({"badge": 1042})),
+        }
+    );
+    let remove = format!(
+        "{facegate} sign --key-file command.key remove --name Bob | mosquitto_pub -p $PORT -q 1 -t $PREFIX/cmd/remove -s"
+    );
+    shell(d, &remove, &envs);
+    assert_eq!(
+        next_command(&commands).await,
+        Command::Remove {
+            request_id: None,
+            name: "Bob".into()
+        }
+    );
+    let m = publisher.metrics();
+    assert_eq!((m.commands_received, m.commands_rejected), (3, 0), "{m:?}");
+
+    // What `facegate sign` prints: the envelope, its body the command.
+    let printed = shell(
+        d,
+        &format!("{facegate} sign --key-file command.key remove --name Eve"),
+        &[],
+    );
+    let envelope: Value = serde_json::from_str(printed.trim()).unwrap();
+    let body: Value = serde_json::from_str(envelope["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (body["command"].as_str(), body["name"].as_str()),
+        (Some("remove"), Some("Eve"))
+    );
+    assert!(body["timestamp"].is_i64(), "{body}");
+    assert_eq!(envelope["signature"].as_str().unwrap().len(), 64);
+
+    // A key too short is refused at start, naming the setting; so is a missing one.
+    std::fs::write(d.join("short.key"), "secret\n").unwrap();
+    for (file, why) in [("short.key", "at least 32"), ("missing.key", "No such file")] {
+        let other = TempDir::new("commands-bad-key");
+        let err = Publisher::start(
+            &config(broker.port, other.path(), "fg11b"),
+            &commands_on(d.join(file)),
+            &[],
+            CancellationToken::new(),
+        )
+        .await
+        .err()
+        .expect("a daemon without a usable key must not start")
+        .to_string();
+        assert!(
+            err.contains("commands.key_file") && err.contains(file) && err.contains(why),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the key is never shown: {err}");
+    }
     publisher.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -624,7 +974,7 @@ async fn the_in_process_broker_serves_subscribers_and_refuses_a_second_start() {
     let mut cfg = config(port, dir.path(), "fg6");
     cfg.host = None;
     let cameras = ["door".to_string()];
-    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .unwrap();
     wait_until("connected to the in-process broker", WAIT, || publisher.connected()).await;
@@ -654,7 +1004,7 @@ async fn the_in_process_broker_serves_subscribers_and_refuses_a_second_start() {
     let other = TempDir::new("embedded-2");
     let mut cfg2 = config(port, other.path(), "fg6b");
     cfg2.host = None;
-    let err = Publisher::start(&cfg2, &cameras, CancellationToken::new())
+    let err = Publisher::start(&cfg2, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .err()
         .expect("a second in-process broker on the same port must fail")
@@ -679,6 +1029,7 @@ async fn events_in_flight_when_the_broker_dies_are_sent_again() {
     let cameras = ["door".to_string()];
     let (publisher, _commands) = Publisher::start(
         &config(broker.port, dir.path(), "fg7"),
+        &CommandsConfig::default(),
         &cameras,
         CancellationToken::new(),
     )
@@ -737,7 +1088,7 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
     let dir = TempDir::new("watch");
     let cfg = config(broker.port, dir.path(), "fg8");
     let cameras = ["door".to_string(), "gate".to_string()];
-    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .unwrap();
     let mut sub = Subscriber::start(broker.port, "sub-watch", false, &["fg8/gate/status"]).await;
@@ -806,9 +1157,10 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
     let _broker = Mosquitto::start_on(early.port, Persistence::Off);
     let mut daemon_side = early.clone();
     daemon_side.client_id = "daemon-late".into();
-    let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
-        .await
-        .unwrap();
+    let (publisher, _commands) =
+        Publisher::start(&daemon_side, &CommandsConfig::default(), &[], CancellationToken::new())
+            .await
+            .unwrap();
     // `available` is retained: watch prints it whenever it subscribes, and returns.
     tokio::time::timeout(Duration::from_secs(60), watching)
         .await
@@ -840,9 +1192,10 @@ async fn watch_stops_after_the_messages_asked_for_and_fails_clearly_without_a_br
             "watch --until-offline did not stop on offline"
         );
         // Until watch has subscribed, an offline may pass it by: go online and offline again.
-        let (publisher, _commands) = Publisher::start(&daemon_side, &[], CancellationToken::new())
-            .await
-            .unwrap();
+        let (publisher, _commands) =
+            Publisher::start(&daemon_side, &CommandsConfig::default(), &[], CancellationToken::new())
+                .await
+                .unwrap();
         wait_until("connected", WAIT, || publisher.connected()).await;
         publisher.shutdown(Duration::from_secs(1)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -940,7 +1293,7 @@ async fn tls_with_a_client_certificate() {
     cfg.client_cert = Some(c.join("client.pem"));
     cfg.client_key = Some(c.join("client.key"));
     let cameras = ["door".to_string()];
-    let (publisher, _commands) = Publisher::start(&cfg, &cameras, CancellationToken::new())
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .unwrap();
     let e = event("door", 1, EventKind::Recognized);
@@ -954,9 +1307,10 @@ async fn tls_with_a_client_certificate() {
     wrong.ca_file = Some(c.join("other-ca.pem"));
     wrong.client_cert = cfg.client_cert.clone();
     wrong.client_key = cfg.client_key.clone();
-    let (publisher, _commands) = Publisher::start(&wrong, &cameras, CancellationToken::new())
-        .await
-        .unwrap();
+    let (publisher, _commands) =
+        Publisher::start(&wrong, &CommandsConfig::default(), &cameras, CancellationToken::new())
+            .await
+            .unwrap();
     publisher.publish_event(&event("door", 2, EventKind::Unknown)).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!publisher.connected());
@@ -967,7 +1321,7 @@ async fn tls_with_a_client_certificate() {
     // A file that is not PEM is refused at start, naming it.
     let mut broken = config(tls_port, other.path(), "fg9c");
     broken.ca_file = Some(c.join("server.ext"));
-    let err = Publisher::start(&broken, &cameras, CancellationToken::new())
+    let err = Publisher::start(&broken, &CommandsConfig::default(), &cameras, CancellationToken::new())
         .await
         .err()
         .unwrap()

@@ -28,7 +28,7 @@ pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, E
     spawn_signal_handler(shutdown.clone());
     let telemetry = Arc::new(Telemetry::new());
     let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
-    let (publisher, commands) = Publisher::start(&cfg.mqtt, &names, shutdown.clone()).await?;
+    let (publisher, commands) = Publisher::start(&cfg.mqtt, &cfg.commands, &names, shutdown.clone()).await?;
 
     let mut cameras = Vec::new();
     let mut queues = Vec::new();

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 mod gallery;
+mod sign;
 
 use crate::config::{Config, Device, Overrides};
 use crate::engine::{FaceEngine, largest_face};
@@ -98,6 +99,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Time the gallery at scale on synthetic embeddings: write, open, search, recall.
     BenchGallery(crate::bench::gallery::BenchGalleryArgs),
+    /// Print a signed remote command (enroll, remove) for {prefix}/cmd/… on stdout.
+    Sign(sign::SignArgs),
 }
 
 /// Entry point of the binary.
@@ -228,6 +231,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
         Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
+        Command::Sign(args) => sign::sign(args),
     }
 }
 

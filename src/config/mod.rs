@@ -21,6 +21,7 @@ pub struct Config {
     pub gallery: crate::gallery::GalleryConfig,
     pub tracker: crate::track::TrackerConfig,
     pub mqtt: crate::events::MqttConfig,
+    pub commands: crate::events::CommandsConfig,
     pub admin: crate::admin::AdminConfig,
     pub daemon: DaemonConfig,
     pub images: crate::vision::image_io::ImageLimits,
@@ -281,6 +282,7 @@ impl Config {
         p.extend(self.gallery.validate());
         p.extend(self.tracker.validate("tracker"));
         p.extend(self.mqtt.validate("mqtt"));
+        p.extend(self.commands.validate("commands"));
         p.extend(self.images.validate("images"));
         if self.daemon.frame_queue == 0 {
             p.push("daemon.frame_queue: must be at least 1".into());

@@ -1,10 +1,13 @@
 //! `[mqtt]`: where events go and how the connection behaves.
+//! `[commands]`: whether remote enrollment and removal are accepted, and how they are signed.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::model::check_prefix;
+use super::signing::CommandKey;
+use crate::error::Error;
 
 /// Broker connection, topics and the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +207,97 @@ impl MqttConfig {
     }
 }
 
+/// Remote enrollment and removal on `{prefix}/cmd/enroll` and `{prefix}/cmd/remove`
+/// (docs/remote-commands.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Accept commands. Off (the default): every command message is answered on
+    /// `{prefix}/cmd/result` with a refusal that says how to turn them on. On: only commands
+    /// signed with the key of `key_file` are accepted.
+    pub enabled: bool,
+    /// File holding the shared key (HMAC-SHA256), e.g. made with
+    /// `openssl rand -hex 32 > command.key` and `chmod 600`: its text, surrounding
+    /// whitespace trimmed, at least 32 bytes. Required when `enabled`. Read once at start.
+    /// A systemd credential works: `LoadCredential=command-key:/etc/facegate/command.key`
+    /// in the unit and `key_file = "$CREDENTIALS_DIRECTORY/command-key"` here (a leading
+    /// `$CREDENTIALS_DIRECTORY` is taken from the environment).
+    pub key_file: Option<PathBuf>,
+    /// Seconds a signed command stays valid: accepted clock difference between the signer
+    /// and the daemon, in both directions. A message is refused as a replay within it.
+    pub max_age_s: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            enabled: false,
+            key_file: None,
+            max_age_s: 30,
+        }
+    }
+}
+
+/// An hour: a captured command stays usable for this long after it was signed.
+const MAX_AGE_LIMIT_S: u64 = 3600;
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+impl CommandsConfig {
+    /// Every problem with the values, each as `{key}.field: …` (`key` is usually `commands`).
+    /// The key file itself is read at start ([`CommandsConfig::load_key`]): a systemd
+    /// credential only exists inside the service.
+    pub fn validate(&self, key: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        match &self.key_file {
+            None if self.enabled => p.push(format!(
+                "{key}.key_file: required when {key}.enabled = true (make a key with `openssl rand -hex 32 > command.key`)"
+            )),
+            Some(path) if path.as_os_str().is_empty() => p.push(format!("{key}.key_file: must name a file")),
+            _ => {}
+        }
+        if !(1..=MAX_AGE_LIMIT_S).contains(&self.max_age_s) {
+            p.push(format!(
+                "{key}.max_age_s: {} is not within 1–{MAX_AGE_LIMIT_S}",
+                self.max_age_s
+            ));
+        }
+        p
+    }
+
+    /// The key when commands are enabled, `None` when they are not. Errors name `{key}.key_file`.
+    pub fn load_key(&self, key: &str) -> Result<Option<CommandKey>, Error> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let fail = |what: String| Error::Config(vec![format!("{key}.key_file: {what}")]);
+        let Some(file) = &self.key_file else {
+            return Err(fail(format!("required when {key}.enabled = true")));
+        };
+        let path = resolve_credentials(file, std::env::var_os(CREDENTIALS_DIRECTORY)).map_err(fail)?;
+        let loaded = CommandKey::from_file(&path).map_err(|why| fail(format!("{}: {why}", path.display())))?;
+        Ok(Some(loaded))
+    }
+}
+
+/// Replaces a leading `$CREDENTIALS_DIRECTORY` (or `${CREDENTIALS_DIRECTORY}`) with `dir`.
+fn resolve_credentials(file: &Path, dir: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
+    let mut parts = file.components();
+    let first = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    if !matches!(
+        first.as_deref(),
+        Some("$CREDENTIALS_DIRECTORY" | "${CREDENTIALS_DIRECTORY}")
+    ) {
+        return Ok(file.to_path_buf());
+    }
+    match dir {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir).join(parts.as_path())),
+        _ => Err(format!(
+            "{}: ${CREDENTIALS_DIRECTORY} is not set (systemd sets it for a unit with LoadCredential=)",
+            file.display()
+        )),
+    }
+}
+
 fn unreadable_file(path: &Path) -> Option<String> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => None,
@@ -318,5 +412,74 @@ mod tests {
         assert_eq!(c.prefix, "facegate");
         let err = serde_json::from_value::<MqttConfig>(serde_json::json!({"hots": "b"})).unwrap_err();
         assert!(err.to_string().contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn commands_are_off_by_default_and_need_a_key_when_on() {
+        let c = CommandsConfig::default();
+        assert_eq!((c.enabled, c.key_file.as_ref(), c.max_age_s), (false, None, 30));
+        assert!(c.validate("commands").is_empty());
+        assert!(c.load_key("commands").unwrap().is_none());
+        let on = CommandsConfig {
+            enabled: true,
+            max_age_s: 0,
+            ..Default::default()
+        };
+        let problems = on.validate("commands");
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(keys, ["commands.key_file", "commands.max_age_s"], "{problems:?}");
+        assert!(problems[0].contains("commands.enabled = true"));
+        let empty = CommandsConfig {
+            key_file: Some(PathBuf::new()),
+            max_age_s: 3601,
+            ..Default::default()
+        };
+        assert_eq!(empty.validate("commands").len(), 2);
+        let err = serde_json::from_value::<CommandsConfig>(serde_json::json!({"max_age": 5})).unwrap_err();
+        assert!(err.to_string().contains("max_age"), "{err}");
+    }
+
+    #[test]
+    fn the_key_is_read_at_start_and_problems_name_the_key_file() {
+        let dir = std::env::temp_dir().join(format!("facegate-cmdkey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short.key");
+        std::fs::write(&short, "abc\n").unwrap();
+        let on = |file: PathBuf| CommandsConfig {
+            enabled: true,
+            key_file: Some(file),
+            ..Default::default()
+        };
+        let err = on(short.clone()).load_key("commands").unwrap_err().to_string();
+        assert!(
+            err.contains("commands.key_file") && err.contains("short.key") && err.contains("3 bytes"),
+            "{err}"
+        );
+        let err = on(dir.join("none.key")).load_key("commands").unwrap_err().to_string();
+        assert!(err.contains("commands.key_file") && err.contains("none.key"), "{err}");
+        let good = dir.join("good.key");
+        std::fs::write(&good, "f".repeat(64)).unwrap();
+        assert!(on(good).load_key("commands").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_systemd_credential_is_found_in_its_directory() {
+        let creds = Some(std::ffi::OsString::from("/run/credentials/facegate.service"));
+        for spelling in [
+            "$CREDENTIALS_DIRECTORY/command-key",
+            "${CREDENTIALS_DIRECTORY}/command-key",
+        ] {
+            assert_eq!(
+                resolve_credentials(Path::new(spelling), creds.clone()).unwrap(),
+                PathBuf::from("/run/credentials/facegate.service/command-key")
+            );
+            let err = resolve_credentials(Path::new(spelling), None).unwrap_err();
+            assert!(err.contains("LoadCredential="), "{err}");
+        }
+        assert_eq!(
+            resolve_credentials(Path::new("keys/command.key"), None).unwrap(),
+            PathBuf::from("keys/command.key")
+        );
     }
 }

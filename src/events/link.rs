@@ -25,16 +25,16 @@ use rumqttc::{
     Publish, QoS, SubscribeFilter, SubscribeReasonCode, Transport,
 };
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::MAX_PAYLOAD;
-use super::command::{Command, CommandError, parse_command};
+use super::command::CommandError;
 use super::config::MqttConfig;
+use super::intake::CommandIntake;
 use super::model::Topics;
 use super::outbox::Outbox;
-use super::publisher::{Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
+use super::state::{CameraStatus, Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
 use crate::backoff::Backoff;
 use crate::error::Error;
 
@@ -53,6 +53,14 @@ const MAX_INCOMING: usize = MAX_PAYLOAD;
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Time allowed, after the grace period, for `offline` and DISCONNECT.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The wall clock in Unix seconds, as command timestamps are.
+fn unix_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
 
 /// A publish whose header, topic and payload exceed what we send.
 pub(crate) fn packet_too_large(topic: &str, payload: usize) -> bool {
@@ -170,7 +178,7 @@ pub(crate) struct Link {
     outbox: Outbox,
     topics: Topics,
     broker: String,
-    commands: Option<mpsc::Sender<Command>>,
+    commands: CommandIntake,
     token: CancellationToken,
     backoff: Backoff,
 
@@ -200,7 +208,7 @@ impl Link {
         topics: Topics,
         shared: Arc<Shared>,
         outbox: Outbox,
-        commands: mpsc::Sender<Command>,
+        commands: CommandIntake,
         token: CancellationToken,
     ) -> Link {
         let (client, eventloop) = AsyncClient::new(options, CHANNEL_CAP);
@@ -211,7 +219,7 @@ impl Link {
             outbox,
             topics,
             broker: cfg.broker_address(),
-            commands: Some(commands),
+            commands,
             token,
             backoff: Backoff::new(
                 Duration::from_millis(cfg.backoff_initial_ms),
@@ -247,7 +255,7 @@ impl Link {
                     let flow = tokio::select! {
                         _ = sleep_until(at) => break,
                         req = shutdown_rx.recv(), if self.phase == Phase::Running => self.on_shutdown_request(req),
-                        _ = token.cancelled(), if self.commands.is_some() => self.stop_commands(),
+                        _ = token.cancelled(), if self.commands.open() => self.stop_commands(),
                         _ = sleep_until(deadline.unwrap_or(at)), if deadline.is_some() => self.on_deadline(),
                         _ = shared.wake.notified() => { self.pump(); Flow::Continue }
                     };
@@ -267,7 +275,7 @@ impl Link {
                     let flow = tokio::select! {
                         res = &mut poll => break Some(res),
                         req = shutdown_rx.recv(), if self.phase == Phase::Running => self.on_shutdown_request(req),
-                        _ = token.cancelled(), if self.commands.is_some() => self.stop_commands(),
+                        _ = token.cancelled(), if self.commands.open() => self.stop_commands(),
                         _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.on_deadline(),
                         _ = shared.wake.notified() => { self.pump(); Flow::Continue }
                     };
@@ -392,6 +400,8 @@ impl Link {
         self.outage = None;
         if self.phase == Phase::Running {
             // Again on every connection: a broker without our session has lost them.
+            // Subscribed even with commands disabled: a command then gets an answer that
+            // says how to turn them on, rather than silence.
             let filters =
                 [self.topics.cmd_enroll(), self.topics.cmd_remove()].map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce));
             if self.client.try_subscribe_many(filters).is_ok() {
@@ -480,58 +490,29 @@ impl Link {
             return Flow::Continue;
         };
         Counters::add(&self.shared.counters.commands_received);
-        let mut parsed = parse_command(verb, &publish.payload);
-        if publish.retain {
-            // A retained command would run again at every subscription.
-            let request_id = match &parsed {
-                Ok(c) => c.request_id().map(str::to_owned),
-                Err(e) => e.request_id.clone(),
-            };
-            parsed = Err(CommandError {
-                verb,
-                request_id,
-                reason: "retained commands are ignored; publish commands without the retain flag".into(),
-            });
-        }
-        let command = match parsed {
-            Ok(c) => c,
-            Err(e) => return self.refuse(e),
-        };
-        let refusal = |command: &Command, reason: &str| CommandError {
-            verb,
-            request_id: command.request_id().map(str::to_owned),
-            reason: reason.into(),
-        };
-        let Some(tx) = &self.commands else {
-            let e = refusal(&command, "not accepting commands: shutting down");
-            return self.refuse(e);
-        };
-        match tx.try_send(command) {
+        match self.commands.take(verb, &publish.payload, publish.retain, unix_now()) {
             Ok(()) => {
                 tracing::info!(verb, "command received");
                 Flow::Continue
             }
-            Err(TrySendError::Full(command)) => {
-                let e = refusal(&command, "busy: too many commands waiting; try again later");
-                self.refuse(e)
-            }
-            Err(TrySendError::Closed(command)) => {
-                let e = refusal(&command, "not accepting commands: shutting down");
-                self.refuse(e)
-            }
+            Err(e) => self.refuse(e),
         }
     }
 
     fn refuse(&mut self, e: CommandError) -> Flow {
         Counters::add(&self.shared.counters.commands_rejected);
-        tracing::warn!(verb = e.verb, request_id = ?e.request_id, reason = %e.reason, "command refused");
+        Counters::add(&self.shared.counters.rejections[e.kind.index()]);
+        tracing::warn!(
+            verb = e.verb, request_id = ?e.request_id, code = e.kind.code(), reason = %e.reason,
+            "command refused"
+        );
         push_result(&self.shared, e.result_json().to_string().into_bytes());
         Flow::Continue
     }
 
     fn stop_commands(&mut self) -> Flow {
         // The application is stopping: end its command stream; events keep flowing.
-        self.commands = None;
+        self.commands.close();
         Flow::Continue
     }
 
@@ -765,7 +746,7 @@ impl Link {
             self.shared.connected.store(false, Ordering::Relaxed);
             return Flow::Stop;
         };
-        self.commands = None;
+        self.commands.close();
         self.reply = Some(req.reply);
         self.acked_at_drain = self.shared.counters.acked.load(Ordering::Relaxed);
         self.phase = Phase::Draining {
@@ -801,7 +782,7 @@ impl Link {
             disconnect_written: false,
         });
         for status in self.shared.pending().statuses.values_mut() {
-            *status = super::publisher::CameraStatus {
+            *status = CameraStatus {
                 online: false,
                 dirty: true,
             };

@@ -5,7 +5,8 @@
 //!   task drives rumqttc's event loop: it publishes the outbox in order with QoS 1 and deletes
 //!   a row only when the broker's PUBACK for that row arrives. It also keeps
 //!   `{prefix}/available` and the cameras' retained status topics right across reconnects,
-//!   and hands remote enrollment/removal commands to the application.
+//!   and hands remote enrollment/removal commands to the application: signed with a shared
+//!   key (HMAC-SHA256), fresh, never replayed, and off unless `[commands]` turns them on.
 //! - With no broker host configured, an in-process broker (rumqttd) listens on
 //!   127.0.0.1 so that a first run needs nothing external.
 //! - [`watch`] is `facegate watch`: events as a person wants to read them.
@@ -13,16 +14,22 @@
 mod broker;
 mod command;
 mod config;
+mod intake;
 mod link;
 mod model;
 mod outbox;
 mod publisher;
+mod replay;
+mod signing;
+mod state;
 mod watch;
 
-pub use command::{Command, CommandError};
-pub use config::MqttConfig;
+pub use command::{Command, CommandError, Rejection};
+pub use config::{CommandsConfig, MqttConfig};
 pub use model::{EVENT_FIELDS, Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
-pub use publisher::{Publisher, PublisherMetrics, ShutdownReport};
+pub use publisher::{CommandRejections, Publisher, PublisherMetrics};
+pub use signing::{CommandKey, MIN_KEY_BYTES, sign_command};
+pub use state::ShutdownReport;
 pub use watch::{WatchOptions, watch};
 
 #[cfg(test)]
@@ -37,6 +44,12 @@ mod tests {
         send_sync::<Publisher>();
         let cfg = MqttConfig::default();
         send(&watch(&cfg, &WatchOptions::default()));
-        send(&Publisher::start(&cfg, &[], tokio_util::sync::CancellationToken::new()));
+        let commands = CommandsConfig::default();
+        send(&Publisher::start(
+            &cfg,
+            &commands,
+            &[],
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
 }

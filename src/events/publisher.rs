@@ -1,27 +1,26 @@
 //! The application's handle on the MQTT side: store events, report camera state, receive
 //! commands, shut down cleanly. The connection itself lives in [`super::link`].
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::broker;
-use super::command::Command;
-use super::config::MqttConfig;
+use super::command::{Command, Rejection};
+use super::config::{CommandsConfig, MqttConfig};
+use super::intake::CommandIntake;
 use super::link::{self, Link, MAX_OUTGOING};
 use super::model::{Event, Topics, check_topic_segment};
 use super::outbox::{Durability, Outbox};
+use super::state::{CameraStatus, Counters, Shared, ShutdownReport, ShutdownRequest, push_result};
 use crate::error::Error;
 
 /// Commands waiting for the application; more are refused as busy.
 const COMMAND_QUEUE: usize = 16;
-/// Command results waiting for the broker; the oldest is dropped beyond this.
-const RESULT_QUEUE: usize = 256;
 
 /// Publishes identity events and daemon state; see the module documentation.
 ///
@@ -41,67 +40,6 @@ struct Inner {
     shutdown_tx: mpsc::Sender<ShutdownRequest>,
 }
 
-/// State shared between the handles and the link task.
-pub(crate) struct Shared {
-    /// Something new to send: an event, a status, stats, a result.
-    pub wake: Notify,
-    pub connected: AtomicBool,
-    /// Rows in the outbox.
-    pub depth: AtomicU64,
-    pub counters: Counters,
-    pub pending: Mutex<Pending>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub published: AtomicU64,
-    pub acked: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub publish_errors: AtomicU64,
-    pub commands_received: AtomicU64,
-    pub commands_rejected: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Messages that are not events: sent when connected, not stored.
-#[derive(Default)]
-pub(crate) struct Pending {
-    /// Every camera's last known state; `dirty` until it has been handed to the client.
-    pub statuses: BTreeMap<String, CameraStatus>,
-    /// Only the latest stats are worth sending.
-    pub stats: Option<Vec<u8>>,
-    pub results: VecDeque<Vec<u8>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CameraStatus {
-    pub online: bool,
-    pub dirty: bool,
-}
-
-impl Shared {
-    pub fn pending(&self) -> MutexGuard<'_, Pending> {
-        // A panic elsewhere while holding the lock leaves plain data behind; keep going.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn depth_sub_one(&self) {
-        let _ = self
-            .depth
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
-    }
-}
-
-pub(crate) struct ShutdownRequest {
-    pub grace: Duration,
-    pub reply: oneshot::Sender<ShutdownReport>,
-}
-
 /// Counters since the publisher started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublisherMetrics {
@@ -115,19 +53,69 @@ pub struct PublisherMetrics {
     pub publish_errors: u64,
     /// Messages on the command topics.
     pub commands_received: u64,
-    /// Command messages refused (malformed, retained, or while busy or shutting down).
+    /// Command messages refused, for any reason; `command_rejections` says which.
     pub commands_rejected: u64,
+    pub command_rejections: CommandRejections,
 }
 
-/// What [`Publisher::shutdown`] achieved.
+/// Refused command messages by reason (the `code` of their result); they add up to
+/// [`PublisherMetrics::commands_rejected`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ShutdownReport {
-    /// Events acknowledged by the broker during the grace period.
-    pub sent: u64,
-    /// Events still in the outbox; the next start sends them.
-    pub left_in_outbox: u64,
-    /// `offline` was published and the connection closed with DISCONNECT.
-    pub disconnected_cleanly: bool,
+pub struct CommandRejections {
+    /// Remote commands are off (`[commands] enabled = false`).
+    pub disabled: u64,
+    /// Not a signed envelope.
+    pub malformed: u64,
+    /// The signature does not match: another key, or an altered body.
+    pub bad_signature: u64,
+    /// Signed, but not a valid command for its topic.
+    pub invalid: u64,
+    /// Timestamp older than `commands.max_age_s`.
+    pub stale: u64,
+    /// Timestamp ahead of the daemon's clock by more than `commands.max_age_s`.
+    pub future: u64,
+    /// A signed message accepted before.
+    pub replayed: u64,
+    /// Published with the retain flag.
+    pub retained: u64,
+    /// Too many commands waiting or accepted lately.
+    pub busy: u64,
+    /// The application had stopped taking commands.
+    pub shutting_down: u64,
+}
+
+impl CommandRejections {
+    /// The count for one reason.
+    pub fn get(&self, reason: Rejection) -> u64 {
+        match reason {
+            Rejection::Disabled => self.disabled,
+            Rejection::Malformed => self.malformed,
+            Rejection::BadSignature => self.bad_signature,
+            Rejection::Invalid => self.invalid,
+            Rejection::Stale => self.stale,
+            Rejection::Future => self.future,
+            Rejection::Replayed => self.replayed,
+            Rejection::Retained => self.retained,
+            Rejection::Busy => self.busy,
+            Rejection::ShuttingDown => self.shutting_down,
+        }
+    }
+
+    fn from_counters(counters: &[AtomicU64; Rejection::ALL.len()]) -> CommandRejections {
+        let get = |r: Rejection| counters[r.index()].load(Ordering::Relaxed);
+        CommandRejections {
+            disabled: get(Rejection::Disabled),
+            malformed: get(Rejection::Malformed),
+            bad_signature: get(Rejection::BadSignature),
+            invalid: get(Rejection::Invalid),
+            stale: get(Rejection::Stale),
+            future: get(Rejection::Future),
+            replayed: get(Rejection::Replayed),
+            retained: get(Rejection::Retained),
+            busy: get(Rejection::Busy),
+            shutting_down: get(Rejection::ShuttingDown),
+        }
+    }
 }
 
 impl Publisher {
@@ -136,14 +124,19 @@ impl Publisher {
     /// background (events wait in the outbox). `cameras` get a retained `offline` status
     /// until [`Publisher::camera_status`] says otherwise.
     ///
-    /// When `shutdown` is cancelled, command intake stops (the receiver ends); the
-    /// connection stays up so that [`Publisher::shutdown`] can drain the outbox.
+    /// Remote commands that pass `commands` (see [`CommandsConfig`]) arrive on the returned
+    /// receiver, at most 16 waiting (more are refused as busy). When `shutdown` is
+    /// cancelled, command intake stops (the receiver reports the channel disconnected); the
+    /// connection stays up so that [`Publisher::shutdown`] can drain the outbox. The
+    /// command key is read here, once.
     pub async fn start(
         cfg: &MqttConfig,
+        commands: &CommandsConfig,
         cameras: &[String],
         shutdown: CancellationToken,
-    ) -> Result<(Publisher, mpsc::Receiver<Command>), Error> {
+    ) -> Result<(Publisher, crossbeam_channel::Receiver<Command>), Error> {
         let mut problems = cfg.validate("mqtt");
+        problems.extend(commands.validate("commands"));
         for camera in cameras {
             if let Err(why) = check_topic_segment(camera) {
                 problems.push(format!("cameras: name {why}"));
@@ -152,6 +145,7 @@ impl Publisher {
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
+        let key = commands.load_key("commands")?;
         let topics = Topics::new(&cfg.prefix);
         let writer = Outbox::open(&cfg.outbox_path, Durability::Full)?;
         let reader = Outbox::open(&cfg.outbox_path, Durability::Normal)?;
@@ -180,32 +174,17 @@ impl Publisher {
                 )
             })
             .collect();
-        let shared = Arc::new(Shared {
-            wake: Notify::new(),
-            connected: AtomicBool::new(false),
-            depth: AtomicU64::new(depth),
-            counters: Counters::default(),
-            pending: Mutex::new(Pending {
-                statuses,
-                ..Default::default()
-            }),
-        });
-        let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let shared = Arc::new(Shared::new(depth, statuses));
+        let (command_tx, command_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+        let intake = CommandIntake::new(command_tx, key, commands.max_age_s);
         let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
-        let link = Link::new(
-            cfg,
-            options,
-            topics.clone(),
-            shared.clone(),
-            reader,
-            command_tx,
-            shutdown,
-        );
+        let link = Link::new(cfg, options, topics.clone(), shared.clone(), reader, intake, shutdown);
         tracing::info!(
             broker = %cfg.broker_address(),
             embedded = cfg.host.is_none(),
             outbox = %cfg.outbox_path.display(),
             waiting = depth,
+            remote_commands = commands.enabled,
             "MQTT publisher started"
         );
         tokio::spawn(link.run(shutdown_rx));
@@ -323,6 +302,7 @@ impl Publisher {
             publish_errors: get(&c.publish_errors),
             commands_received: get(&c.commands_received),
             commands_rejected: get(&c.commands_rejected),
+            command_rejections: CommandRejections::from_counters(&c.rejections),
         }
     }
 
@@ -349,14 +329,4 @@ impl Publisher {
             disconnected_cleanly: false,
         }
     }
-}
-
-pub(crate) fn push_result(shared: &Shared, payload: Vec<u8>) {
-    let mut pending = shared.pending();
-    if pending.results.len() >= RESULT_QUEUE {
-        pending.results.pop_front();
-        Counters::add(&shared.counters.publish_errors);
-        tracing::warn!("command result dropped: {RESULT_QUEUE} results are waiting for the broker");
-    }
-    pending.results.push_back(payload);
 }
