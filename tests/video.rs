@@ -259,7 +259,7 @@ async fn realtime_file_is_paced_and_drops_when_the_consumer_stalls() {
         cam.status(Duration::from_secs(20), "online").await,
         CameraStatus::Online
     );
-    // Paced at the file's rate and sampled to 5 fps: about 10 frames in 2 s.
+    // Paced at the file's rate and decimated to 5 fps: about 10 frames in 2 s.
     let t = Instant::now();
     let mut n = 0;
     while t.elapsed() < Duration::from_secs(2) {
@@ -460,7 +460,7 @@ async fn unreachable_cameras_retry_with_growing_delays_and_spare_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_live_source_times_out() {
+async fn a_silent_paced_source_times_out() {
     // Accepts RTSP connections and never answers: no error, no frame, only the timeout.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -141,8 +141,8 @@ impl Supervisor {
         if let Err(e) = super::init() {
             return self.give_up(e);
         }
-        let live = source.is_live(self.cfg.realtime);
-        tracing::info!(camera = %camera, url = %self.cfg.url, live, "camera starting");
+        let paced = source.is_paced(self.cfg.realtime);
+        tracing::info!(camera = %camera, url = %self.cfg.url, paced, "camera starting");
 
         let timing = Arc::new(Mutex::new(FrameTiming::new(self.cfg.detect_fps)));
         let mut backoff = Backoff::new(
@@ -150,7 +150,7 @@ impl Supervisor {
             Duration::from_millis(self.cfg.backoff_max_ms),
         );
         loop {
-            match self.run_session(&source, live, &timing) {
+            match self.run_session(&source, paced, &timing) {
                 SessionEnd::Stopped => break,
                 SessionEnd::Finished => {
                     tracing::info!(camera = %camera, "end of file: camera finished");
@@ -200,12 +200,12 @@ impl Supervisor {
     }
 
     /// Builds, runs and tears down one pipeline.
-    fn run_session(&mut self, source: &SourceKind, live: bool, timing: &Arc<Mutex<FrameTiming>>) -> SessionEnd {
+    fn run_session(&mut self, source: &SourceKind, paced: bool, timing: &Arc<Mutex<FrameTiming>>) -> SessionEnd {
         let signals = Arc::new(SessionSignals::new());
         let cancel = self.shutdown.child_token();
         let delivery = Delivery {
             camera: self.camera.clone(),
-            live,
+            paced,
             frames: self.frames.clone(),
             stats: self.stats.clone(),
             timing: timing.clone(),
@@ -222,7 +222,7 @@ impl Supervisor {
                 };
             }
         };
-        let end = self.watch(&pipeline, source, live, &signals);
+        let end = self.watch(&pipeline, source, paced, &signals);
         // Unblock a replay waiting for the channel, then stop the streaming threads from here.
         cancel.cancel();
         if let Err(e) = pipeline.set_state(gst::State::Null) {
@@ -236,7 +236,7 @@ impl Supervisor {
         &mut self,
         pipeline: &gst::Pipeline,
         source: &SourceKind,
-        live: bool,
+        paced: bool,
         signals: &SessionSignals,
     ) -> SessionEnd {
         let failed = |error| SessionEnd::Failed {
@@ -280,7 +280,7 @@ impl Supervisor {
                         EosAction::Finish => return SessionEnd::Finished,
                         EosAction::Fail => {
                             return SessionEnd::Failed {
-                                error: VideoError::LiveEos,
+                                error: VideoError::PacedEos,
                                 healthy_for: healthy(online_since),
                             };
                         }
@@ -307,7 +307,7 @@ impl Supervisor {
                 tracing::info!(camera = %self.camera, "camera online");
                 self.reporter.set(CameraStatus::Online);
             }
-            if live {
+            if paced {
                 let last = signals.last_frame().unwrap_or(signals.started);
                 if last.elapsed() > frame_timeout {
                     return SessionEnd::Failed {

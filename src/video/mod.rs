@@ -2,15 +2,15 @@
 //! restarts it with jittered exponential backoff, and a demo-video generator.
 //!
 //! A camera hands decoded RGB frames to a bounded tokio channel and reports its status
-//! (`Online`, `Offline`, `Finished`) on an unbounded one. Live sources never block the
+//! (`Online`, `Offline`, `Finished`) on an unbounded one. Paced sources never block the
 //! GStreamer streaming thread: a full channel drops the frame. A file replayed with
 //! `realtime = false` waits for the channel instead, so that every replay of a file hands
 //! on exactly the same frames whatever the speed of the consumer.
 
 mod camera;
 mod config;
+mod decimator;
 mod pipeline;
-mod sampler;
 mod source;
 pub mod synth;
 
@@ -29,7 +29,7 @@ pub struct Frame {
     /// The camera's configured name.
     pub camera: Arc<str>,
     /// Number of this frame among every frame the camera decoded since it was spawned
-    /// (restarts and loops included); gaps are frames that were sampled out or dropped.
+    /// (restarts and loops included); gaps are frames that were decimated out or dropped.
     pub seq: u64,
     /// Presentation time in milliseconds. For files it is the position in the file; it
     /// never goes backwards for one camera: loops and restarts continue from the last value.
@@ -65,11 +65,11 @@ pub struct CameraStats {
     pub frames_decoded: AtomicU64,
     /// Frames sent on the frames channel.
     pub frames_delivered: AtomicU64,
-    /// Sampled frames dropped because the frames channel was full (live sources only).
+    /// Sampled frames dropped because the frames channel was full (paced sources only).
     pub frames_dropped: AtomicU64,
     /// Pipelines rebuilt after a failure.
     pub restarts: AtomicU64,
-    /// Failures: bus errors, end of a live stream, frame timeouts, failed starts.
+    /// Failures: bus errors, end of a paced stream, frame timeouts, failed starts.
     pub errors: AtomicU64,
     /// Whether frames currently flow.
     pub online: AtomicBool,
@@ -92,8 +92,8 @@ pub enum VideoError {
         message: String,
         debug: Option<String>,
     },
-    #[error("end of stream on a live source")]
-    LiveEos,
+    #[error("end of stream on a paced source")]
+    PacedEos,
     #[error("no frame for {0} ms")]
     FrameTimeout(u64),
     #[error("cannot seek back to the start of the file: {0}")]

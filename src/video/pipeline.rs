@@ -1,7 +1,7 @@
 //! Building one camera pipeline and delivering its frames.
 //!
 //! `source → (decodebin) → videoconvert → capsfilter RGB → appsink`. The appsink callback
-//! runs on GStreamer's streaming thread: it never panics, never blocks on a live source,
+//! runs on GStreamer's streaming thread: it never panics, never blocks on a paced source,
 //! and on a replay waits for the frames channel only until the session is cancelled.
 
 use std::future::Future;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::CameraConfig;
-use super::sampler::{PtsClock, PtsSampler};
+use super::decimator::{PtsClock, PtsDecimator};
 use super::source::SourceKind;
 use super::{CameraStats, Frame, VideoError, make_element};
 
@@ -29,7 +29,7 @@ use super::{CameraStats, Frame, VideoError, make_element};
 pub(crate) struct FrameTiming {
     pub next_seq: u64,
     pub clock: PtsClock,
-    pub sampler: PtsSampler,
+    pub decimator: PtsDecimator,
 }
 
 impl FrameTiming {
@@ -37,7 +37,7 @@ impl FrameTiming {
         FrameTiming {
             next_seq: 0,
             clock: PtsClock::default(),
-            sampler: PtsSampler::new(detect_fps),
+            decimator: PtsDecimator::new(detect_fps),
         }
     }
 }
@@ -93,8 +93,8 @@ impl SessionSignals {
 /// Everything the appsink callback needs, moved onto the streaming thread.
 pub(crate) struct Delivery {
     pub camera: Arc<str>,
-    /// Live sources drop frames when the channel is full; replays wait.
-    pub live: bool,
+    /// Paced sources drop frames when the channel is full; replays wait.
+    pub paced: bool,
     pub frames: mpsc::Sender<Frame>,
     pub stats: Arc<CameraStats>,
     pub timing: Arc<Mutex<FrameTiming>>,
@@ -123,7 +123,7 @@ impl Delivery {
             .unwrap_or_else(|| captured.duration_since(self.signals.started).as_nanos() as u64);
         let duration_ns = buffer.duration().map(|d| d.nseconds());
 
-        // Number and sample under the lock; copy the pixels outside it.
+        // Number and decimate under the lock; copy the pixels outside it.
         let (seq, pts_ns, take) = {
             let Ok(mut t) = self.timing.lock() else {
                 return Err(gst::FlowError::Error);
@@ -131,14 +131,14 @@ impl Delivery {
             let seq = t.next_seq;
             t.next_seq += 1;
             let pts_ns = t.clock.map(raw_ns, duration_ns);
-            let take = t.sampler.admit(pts_ns);
+            let take = t.decimator.admit(pts_ns);
             (seq, pts_ns, take)
         };
         if !take {
             return Ok(gst::FlowSuccess::Ok);
         }
 
-        let permit = match reserve(&self.frames, self.live, &self.cancel, &self.signals) {
+        let permit = match reserve(&self.frames, self.paced, &self.cancel, &self.signals) {
             Ok(p) => p,
             Err(Skip::ChannelFull) => {
                 self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
@@ -166,14 +166,14 @@ impl Delivery {
     }
 }
 
-/// A place in the frames channel: at once for a live source, waiting for a replay.
+/// A place in the frames channel: at once for a paced source, waiting for a replay.
 fn reserve<'a>(
     frames: &'a mpsc::Sender<Frame>,
-    live: bool,
+    paced: bool,
     cancel: &CancellationToken,
     signals: &SessionSignals,
 ) -> Result<mpsc::Permit<'a, Frame>, Skip> {
-    if live {
+    if paced {
         return match frames.try_reserve() {
             Ok(p) => Ok(p),
             Err(mpsc::error::TrySendError::Full(())) => Err(Skip::ChannelFull),
@@ -272,7 +272,7 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 
 /// Builds the pipeline of one camera; it is returned in state NULL.
 pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery) -> Result<gst::Pipeline, VideoError> {
-    let live = delivery.live;
+    let paced = delivery.paced;
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", cfg.name));
     let convert = make_element("videoconvert")?;
     let filter = make_element("capsfilter")?;
@@ -285,7 +285,7 @@ pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery)
     // itself (a realtime file, or an http/other URI that may be a file).
     let sync = match source {
         SourceKind::Rtsp { .. } | SourceKind::V4l2 { .. } => false,
-        SourceKind::File { .. } => live,
+        SourceKind::File { .. } => paced,
         SourceKind::Uri { .. } => true,
     };
     let mut delivery = delivery;
@@ -293,7 +293,7 @@ pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery)
         .new_sample(move |sink| delivery.on_sample(sink))
         .build();
     let builder = gst_app::AppSink::builder().sync(sync).enable_last_sample(false);
-    let appsink = if live {
+    let appsink = if paced {
         builder.max_buffers(1).drop(true)
     } else {
         builder.max_buffers(2).drop(false)
@@ -494,7 +494,7 @@ mod tests {
         });
         assert!(matches!(reserve(&tx, false, &cancel, &signals), Err(Skip::Stop)));
         t.join().unwrap();
-        // Live: a full channel is a drop, a closed one stops the camera.
+        // Paced: a full channel is a drop, a closed one stops the camera.
         assert!(matches!(reserve(&tx, true, &cancel, &signals), Err(Skip::ChannelFull)));
         drop(held);
         drop(rx);
