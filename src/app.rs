@@ -1,8 +1,8 @@
 //! `facegate run`: builds the subsystems, runs them, and drains them on SIGTERM.
 //!
 //! Threads and tasks:
-//! - one GStreamer supervisor thread per camera (video::spawn_camera) feeding one bounded
-//!   frame queue;
+//! - one GStreamer supervisor thread per camera (video::spawn_camera) feeding the camera's
+//!   frame bus, where recognition subscribes one bounded queue per camera;
 //! - one recognition thread owning the models, the gallery and the trackers (ONNX Runtime
 //!   sessions are used from one thread; inference is blocking work);
 //! - tokio tasks: the MQTT publisher (events::Publisher), camera status, stats, the admin
@@ -27,7 +27,10 @@ use crate::gallery::Gallery;
 use crate::gallery::matcher::Decision as MatchDecision;
 use crate::gallery::store::NewTemplate;
 use crate::track::{Decision, Evaluation, Tracker, Verdict};
-use crate::video::{CameraStats, CameraStatus, CameraUpdate, Frame};
+use crate::video::{
+    CameraStats, CameraStatus, CameraUpdate, ConsumerCounters, ConsumerSpec, Frame, FrameBus, FrameReceiver,
+    QueuePolicy,
+};
 
 /// How long the in-process broker outlives the publisher's shutdown.
 const EMBEDDED_BROKER_LINGER: Duration = Duration::from_millis(500);
@@ -72,6 +75,8 @@ impl Health {
 struct CameraEntry {
     name: String,
     stats: Arc<CameraStats>,
+    /// The recognition consumer of the camera's frame bus.
+    recognition: ConsumerCounters,
     events: AtomicU64,
     faces: AtomicU64,
 }
@@ -150,6 +155,7 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             .map(|n| CameraEntry {
                 name: n.clone(),
                 stats: Arc::new(CameraStats::default()),
+                recognition: ConsumerCounters::default(),
                 events: AtomicU64::new(0),
                 faces: AtomicU64::new(0),
             })
@@ -159,7 +165,24 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     let (publisher, commands) = Publisher::start(&cfg.mqtt, &names, shutdown.clone()).await?;
 
     // Recognition thread: loads the models and the gallery itself, then reports health.
-    let (frame_tx, frame_rx) = mpsc::channel::<Frame>(cfg.daemon.frame_queue);
+    // One frame bus per camera; recognition waits for room on replays, drops the oldest
+    // frame on paced sources.
+    let buses: Vec<Arc<FrameBus>> = names.iter().map(|n| FrameBus::new(n)).collect();
+    let frame_rx: Vec<FrameReceiver> = cfg
+        .cameras
+        .iter()
+        .zip(cameras.iter())
+        .zip(&buses)
+        .map(|((cam, entry), bus)| {
+            bus.subscribe(ConsumerSpec {
+                name: "recognition".into(),
+                capacity: cfg.daemon.frame_queue,
+                policy: QueuePolicy::Block,
+                fps: cam.detect_fps,
+                counters: entry.recognition.clone(),
+            })
+        })
+        .collect();
     let worker_stop = CancellationToken::new();
     let worker = {
         let (cfg, metrics, health, publisher, stop) = (
@@ -187,10 +210,10 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
     let camera_stop = shutdown.child_token();
     let mut camera_threads = Vec::new();
     let camera_configs = if loaded() { cfg.cameras.as_slice() } else { &[] };
-    for (cam_cfg, entry) in camera_configs.iter().zip(cameras.iter()) {
+    for ((cam_cfg, entry), bus) in camera_configs.iter().zip(cameras.iter()).zip(&buses) {
         match crate::video::spawn_camera(
             cam_cfg.clone(),
-            frame_tx.clone(),
+            bus.clone(),
             update_tx.clone(),
             entry.stats.clone(),
             camera_stop.clone(),
@@ -202,7 +225,6 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             }
         }
     }
-    drop(frame_tx);
     drop(update_tx);
 
     // Camera status → MQTT; when every camera has finished (replays with exit_on_eos), stop.
@@ -246,12 +268,12 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
             let mut cams = Vec::new();
             for c in cameras.iter() {
                 let label = metrics.camera(&c.name);
-                let online = c.stats.online.load(Ordering::Relaxed);
+                let online = c.stats.online.get() != 0;
                 metrics.camera_online.get_or_create(&label).set(online as i64);
                 metrics
                     .camera_restarts
                     .get_or_create(&label)
-                    .set(c.stats.restarts.load(Ordering::Relaxed) as i64);
+                    .set(c.stats.restarts.get() as i64);
                 cams.push((c.name.clone(), online));
             }
             Readiness {
@@ -285,7 +307,7 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
                 }
                 let mut per_camera = serde_json::Map::new();
                 for c in cameras.iter() {
-                    let delivered = c.stats.frames_delivered.load(Ordering::Relaxed);
+                    let delivered = c.recognition.delivered.get();
                     let (prev, at) = last.get(&c.name).copied().unwrap_or((0, Instant::now() - every));
                     let fps = (delivered.saturating_sub(prev)) as f64 / at.elapsed().as_secs_f64().max(1e-3);
                     last.insert(c.name.clone(), (delivered, Instant::now()));
@@ -293,12 +315,12 @@ pub async fn run(cfg: Config, report_to: Option<std::path::PathBuf>) -> Result<(
                         c.name.clone(),
                         json!({
                             "fps": (fps * 10.0).round() / 10.0,
-                            "online": c.stats.online.load(Ordering::Relaxed),
+                            "online": c.stats.online.get() != 0,
                             "frames": delivered,
-                            "dropped": c.stats.frames_dropped.load(Ordering::Relaxed),
+                            "dropped": c.recognition.dropped.get(),
                             "faces": c.faces.load(Ordering::Relaxed),
                             "events": c.events.load(Ordering::Relaxed),
-                            "restarts": c.stats.restarts.load(Ordering::Relaxed),
+                            "restarts": c.stats.restarts.get(),
                         }),
                     );
                 }
@@ -436,7 +458,7 @@ struct CameraState {
 #[allow(clippy::too_many_arguments)]
 fn recognition_loop(
     cfg: Config,
-    mut frames: mpsc::Receiver<Frame>,
+    frames: Vec<FrameReceiver>,
     mut commands: mpsc::Receiver<Command>,
     publisher: Publisher,
     metrics: Arc<Metrics>,
@@ -459,6 +481,7 @@ fn recognition_loop(
     };
     let refresh_every = Duration::from_millis(cfg.gallery.refresh_interval_ms);
     let mut last_refresh = Instant::now();
+    let mut turn = 0;
     loop {
         health.beat();
         if last_refresh.elapsed() >= refresh_every {
@@ -477,9 +500,9 @@ fn recognition_loop(
         }
         // Frames until told to stop, then those still queued. With no camera left (none
         // configured, or every file finished) it keeps serving commands until then.
-        let frame = match frames.try_recv() {
-            Ok(f) => f,
-            Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
+        let frame = match next_frame(&frames, &mut turn) {
+            Some(f) => f,
+            None => {
                 if stop.is_cancelled() {
                     break;
                 }
@@ -510,6 +533,18 @@ fn recognition_loop(
         }
     }
     Ok(rec.stats)
+}
+
+/// The next frame from the cameras' recognition queues, taking them in turn.
+fn next_frame(frames: &[FrameReceiver], turn: &mut usize) -> Option<Frame> {
+    for k in 0..frames.len() {
+        let i = (*turn + k) % frames.len();
+        if let Ok(f) = frames[i].try_recv() {
+            *turn = i + 1;
+            return Some(f);
+        }
+    }
+    None
 }
 
 struct Recognizer<'a> {

@@ -37,11 +37,13 @@ pub struct CameraConfig {
     /// `rtsp://…`, `file:///…` or a plain file path, `http(s)://…`, `/dev/videoN`, or any
     /// URI GStreamer's uridecodebin opens.
     pub url: String,
-    /// Frames per second handed on for detection, decimated by timestamp; 0 = every frame.
+    /// Frames per second for recognition, decimated by timestamp; 0 = every frame. This is
+    /// the rate of the recognition consumer only: the application passes it in that
+    /// consumer's `ConsumerSpec`, and every consumer of the camera's frame bus has its own.
     #[serde(default = "default_detect_fps")]
     pub detect_fps: f32,
     /// Files only: pace the file at its own frame rate like a camera (true), or decode
-    /// every frame as fast as the consumer takes them, deterministically (false).
+    /// every frame as fast as the `Block` consumers take them, deterministically (false).
     #[serde(default = "default_true")]
     pub realtime: bool,
     /// Files only: start over at the end of the file.
