@@ -269,6 +269,46 @@ async fn replay_at_zero_fps_hands_on_every_frame() {
     );
 }
 
+/// A replay's recognition consumer sees the same frames whether or not a slow, leaky
+/// consumer shares the bus; that one drops the oldest of what it admitted, and accounts
+/// for every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_on_a_replay_changes_nothing_for_recognition() {
+    let info = video();
+    let alone = replay(replay_cfg("replay", 10.0), 8, false).await;
+
+    let slow_spec = ConsumerSpec::new("style", 2, QueuePolicy::DropOldest, 0.0);
+    let slow_counters = slow_spec.counters.clone();
+    let (mut cam, slow_rx) = start_with(replay_cfg("replay", 10.0), 8, |bus| bus.subscribe(slow_spec));
+    let slow = std::thread::spawn(move || {
+        collect(slow_rx, Duration::from_secs(120), |_, _| {
+            std::thread::sleep(Duration::from_millis(50))
+        })
+    });
+    let rx = cam.frames.take().unwrap();
+    let shared = tokio::task::spawn_blocking(move || collect(rx, Duration::from_secs(120), |_, _| ()))
+        .await
+        .unwrap();
+    cam.join().await;
+    let slow_frames = tokio::task::spawn_blocking(move || slow.join().expect("slow consumer"))
+        .await
+        .unwrap();
+    assert_eq!(cam.statuses(), [CameraStatus::Online, CameraStatus::Finished]);
+    assert_eq!(shared, alone.frames, "the slow consumer changed what recognition saw");
+    assert_eq!(cam.counters.dropped.get(), 0);
+
+    // The slow consumer admits every frame: each was delivered or dropped.
+    let (delivered, dropped) = (slow_counters.delivered.get(), slow_counters.dropped.get());
+    eprintln!("slow consumer: {delivered} delivered, {dropped} dropped");
+    assert!(dropped > 0, "the slow consumer dropped nothing");
+    assert_eq!(delivered, slow_frames.len() as u64);
+    assert_eq!(delivered + dropped, info.frames);
+    assert_eq!(cam.stats.frames_decoded.get(), info.frames);
+    assert!(slow_frames.windows(2).all(|w| w[1].0 > w[0].0), "out of order");
+    // Dropping the oldest keeps the freshest: the last frame always gets through.
+    assert_eq!(slow_frames.last().map(|f| f.0), Some(info.frames - 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looping_replay_continues_and_stops_promptly() {
     let info = video();
@@ -327,6 +367,43 @@ async fn realtime_file_is_paced_and_drops_when_the_consumer_stalls() {
     assert_eq!(cam.stats.errors.get(), 0);
     let took = cam.stop().await;
     assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+}
+
+/// On a paced source a consumer that never reads keeps only the freshest frames, counts
+/// the others dropped, and holds back nobody: not even with `Block`, which waits on
+/// replays only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_on_a_paced_source_drops_its_oldest_and_blocks_nobody() {
+    let mut cfg = CameraConfig::new("paced", video().path.to_str().unwrap());
+    cfg.detect_fps = 0.0;
+    cfg.looping = true;
+    let stalled_spec = ConsumerSpec::new("stalled", 3, QueuePolicy::Block, 0.0);
+    let stalled_counters = stalled_spec.counters.clone();
+    let (mut cam, stalled) = start_with(cfg, 4, |bus| bus.subscribe(stalled_spec));
+    assert_eq!(
+        cam.status(Duration::from_secs(20), "online").await,
+        CameraStatus::Online
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 50 {
+        seen.push(cam.frame(Duration::from_secs(20)).await.seq);
+    }
+    assert!(seen.windows(2).all(|w| w[1] > w[0]), "recognition: out of order");
+    assert_eq!(cam.bus.queue_depth("stalled"), Some(3));
+    assert!(
+        stalled_counters.dropped.get() >= 47,
+        "the stalled consumer dropped nothing"
+    );
+    cam.stop().await;
+    assert_eq!(cam.stats.errors.get(), 0);
+
+    // What is left is the last frames decoded; everything before was dropped.
+    let decoded = cam.stats.frames_decoded.get();
+    let left: Vec<u64> = std::iter::from_fn(|| stalled.try_recv().ok()).map(|f| f.seq).collect();
+    assert_eq!(left, [decoded - 3, decoded - 2, decoded - 1]);
+    assert_eq!(stalled_counters.dropped.get(), decoded - 3);
+    assert_eq!(stalled_counters.delivered.get(), 3);
+    assert!(seen.iter().all(|&s| s < decoded));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
