@@ -2,14 +2,13 @@
 //! with its own bounded queue, drop policy and rate, so that a slow consumer never slows
 //! another (recognition now; a style filter, liveness cues and recorders later).
 //!
-//! Why a bus in Rust rather than a GStreamer `tee` with a leaky `queue` and an `appsink` per
-//! branch: the frame is decoded and converted to RGB once and handed to every consumer as
-//! the same `Arc`ed image, where each appsink would hand out its own buffer to copy; rate
-//! decimation by timestamp and drop accounting live in one place, with counters the metrics
-//! endpoint registers; a replay can make recognition wait (`Block`) while the other
-//! consumers stay leaky, which a leaky `queue` per branch cannot express without stalling
-//! the `tee`; consumers come and go without relinking a running pipeline; and all of it is
-//! tested without GStreamer.
+//! Why a bus in Rust rather than a GStreamer `tee` with a leaky `queue` and an `appsink`
+//! per branch: the RGB image is made once and shared as an `Arc`, where each appsink would
+//! copy its buffer into an image of its own; rates are decimated by timestamp and drops
+//! counted in one place, into counters the metrics endpoint registers; the bus and its
+//! consumers outlive the pipeline, which is rebuilt on every restart, so consumers come
+//! and go without relinking a running pipeline; a replay waits for `Block` consumers while
+//! the others stay leaky; and all of it is tested without GStreamer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -538,7 +537,7 @@ mod tests {
         while got.len() < 20 {
             let f = rx.recv_timeout(GUARD).expect("frame");
             got.push(f.seq);
-            if f.seq % 5 == 0 {
+            if f.seq.is_multiple_of(5) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
