@@ -41,7 +41,7 @@ fn truncated_jpeg() {
 }
 
 /// A PNG of `width`×`height` black pixels, streamed row by row: 20000×20000 takes about
-/// 1 MB on disk and 1.2 GB once decoded.
+/// 6 MB on disk (fast compression) and 1.2 GB once decoded.
 fn png_bomb(path: &std::path::Path, width: u32, height: u32) {
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut encoder = png::Encoder::new(file, width, height);
@@ -62,7 +62,7 @@ fn an_image_bomb_is_refused_from_its_header() {
     let f = dir.join("bomb.png");
     png_bomb(&f, 20_000, 20_000);
     let size = std::fs::metadata(&f).unwrap().len();
-    assert!(size < 5_000_000, "the bomb is small on disk: {size} bytes");
+    assert!(size < 10_000_000, "the bomb is small on disk: {size} bytes");
     for cmd in ["detect", "embed"] {
         assert_one_line_error(&facegate(&[cmd, path_str(&f)], &[]), 4, "images.max_pixels");
     }

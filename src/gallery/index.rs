@@ -633,7 +633,7 @@ fn sort_and_truncate(hits: &mut Vec<Hit>, k: usize) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::vision::embedder::l2_normalize;
+    use crate::vision::similarity::l2_normalize;
 
     /// Deterministic pseudo-random unit vectors (xorshift), so tests need no RNG crate.
     pub fn unit_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {

@@ -19,16 +19,23 @@ pub(crate) fn handle(engine: &mut FaceEngine, gallery: &mut Gallery, ctx: &Worke
     let request_id = command.request_id().map(str::to_owned);
     let verb = command.verb();
     let (name, result) = match command {
-        Command::Enroll { name, jpeg, append, .. } => {
+        Command::Enroll {
+            name,
+            image,
+            append,
+            largest,
+            metadata,
+            ..
+        } => {
             let request = EnrollRequest {
                 name: name.clone(),
                 photos: vec![Photo {
                     label: "image".into(),
-                    image: EncodedImage { bytes: jpeg },
+                    image: EncodedImage { bytes: image },
                 }],
-                largest: false,
+                largest,
                 append,
-                metadata: json!({}),
+                metadata: metadata.unwrap_or_else(|| json!({})),
             };
             let result = enroll::enroll(engine, gallery, &ctx.cfg.images, request).map(|done| done.to_json());
             (name, result)

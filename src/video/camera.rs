@@ -2,7 +2,6 @@
 //! its frames, tears it down on failure (never from the streaming thread) and rebuilds
 //! it after a jittered exponential backoff.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,10 +10,11 @@ use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::FrameBus;
 use super::config::CameraConfig;
 use super::pipeline::{self, Delivery, FrameTiming, SessionSignals};
 use super::source::{SourceKind, classify};
-use super::{CameraStats, CameraStatus, CameraUpdate, Frame, VideoError};
+use super::{CameraStats, CameraStatus, CameraUpdate, VideoError};
 use crate::backoff::Backoff;
 
 /// After frames have flowed this long, the next failure starts the backoff over.
@@ -22,15 +22,16 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// How often the supervisor looks at the bus, the frame clock and the shutdown token.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Starts a camera on its own thread (named `camera-{name}`). It runs until `shutdown` is
-/// cancelled, the frames receiver is dropped, or a file ends without `loop`.
+/// Starts a camera on its own thread (named `camera-{name}`), handing its frames to `bus`.
+/// It runs until `shutdown` is cancelled, every consumer of the bus has gone, or a file ends
+/// without `loop`; then the bus is closed: its consumers see the end after the last frame.
 ///
 /// Status changes go to `updates`: `Online` when frames flow, `Offline` once per outage,
 /// `Finished` at the end of a file. A camera that cannot work at all (invalid URL,
 /// GStreamer missing) reports `Offline` with the reason and stops.
 pub fn spawn_camera(
     cfg: CameraConfig,
-    frames: mpsc::Sender<Frame>,
+    bus: Arc<FrameBus>,
     updates: mpsc::UnboundedSender<CameraUpdate>,
     stats: Arc<CameraStats>,
     shutdown: CancellationToken,
@@ -48,18 +49,19 @@ pub fn spawn_camera(
             let supervisor = Supervisor {
                 camera,
                 cfg,
-                frames,
+                bus: bus.clone(),
                 stats,
                 shutdown,
                 reporter,
             };
             supervisor.run();
+            bus.close();
         })
 }
 
 /// How one pipeline run ended.
 enum SessionEnd {
-    /// Shutdown requested or nobody takes frames any more.
+    /// Shutdown requested, or every consumer has gone.
     Stopped,
     /// A file reached its end.
     Finished,
@@ -85,7 +87,7 @@ fn eos_action(source: &SourceKind, cfg: &CameraConfig) -> EosAction {
     }
 }
 
-/// Sends each status change once, and keeps `stats.online` in step.
+/// Sends each status change once, and keeps `stats.online` in step (1 online, 0 not).
 struct StatusReporter {
     camera: Arc<str>,
     updates: mpsc::UnboundedSender<CameraUpdate>,
@@ -103,9 +105,7 @@ impl StatusReporter {
         if same {
             return;
         }
-        self.stats
-            .online
-            .store(status == CameraStatus::Online, Ordering::Relaxed);
+        self.stats.online.set(i64::from(status == CameraStatus::Online));
         self.last = Some(status.clone());
         // The application may already be gone at shutdown; nothing to do then.
         let _ = self.updates.send(CameraUpdate {
@@ -122,7 +122,7 @@ impl StatusReporter {
 struct Supervisor {
     camera: Arc<str>,
     cfg: CameraConfig,
-    frames: mpsc::Sender<Frame>,
+    bus: Arc<FrameBus>,
     stats: Arc<CameraStats>,
     shutdown: CancellationToken,
     reporter: StatusReporter,
@@ -141,16 +141,16 @@ impl Supervisor {
         if let Err(e) = super::init() {
             return self.give_up(e);
         }
-        let live = source.is_live(self.cfg.realtime);
-        tracing::info!(camera = %camera, url = %self.cfg.url, live, "camera starting");
+        let paced = source.is_paced(self.cfg.realtime);
+        tracing::info!(camera = %camera, url = %self.cfg.url, paced, "camera starting");
 
-        let timing = Arc::new(Mutex::new(FrameTiming::new(self.cfg.detect_fps)));
+        let timing = Arc::new(Mutex::new(FrameTiming::default()));
         let mut backoff = Backoff::new(
             Duration::from_millis(self.cfg.backoff_initial_ms),
             Duration::from_millis(self.cfg.backoff_max_ms),
         );
         loop {
-            match self.run_session(&source, live, &timing) {
+            match self.run_session(&source, paced, &timing) {
                 SessionEnd::Stopped => break,
                 SessionEnd::Finished => {
                     tracing::info!(camera = %camera, "end of file: camera finished");
@@ -158,7 +158,7 @@ impl Supervisor {
                     break;
                 }
                 SessionEnd::Failed { error, healthy_for } => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.errors.inc();
                     if healthy_for >= HEALTHY_AFTER {
                         backoff.reset();
                     }
@@ -176,10 +176,10 @@ impl Supervisor {
                         tracing::debug!(camera = %camera, %details, "GStreamer error details");
                     }
                     self.reporter.set(CameraStatus::Offline { reason });
-                    if wait_or_cancel(&self.shutdown, delay) || self.frames.is_closed() {
+                    if wait_or_cancel(&self.shutdown, delay) || self.bus.is_abandoned() {
                         break;
                     }
-                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    self.stats.restarts.inc();
                 }
             }
         }
@@ -188,25 +188,25 @@ impl Supervisor {
                 reason: "camera stopped".into(),
             });
         }
-        self.stats.online.store(false, Ordering::Relaxed);
+        self.stats.online.set(0);
         tracing::info!(camera = %camera, "camera stopped");
     }
 
     /// For failures a restart cannot cure.
     fn give_up(mut self, reason: String) {
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.errors.inc();
         tracing::error!(camera = %self.camera, %reason, "camera cannot start");
         self.reporter.set(CameraStatus::Offline { reason });
     }
 
     /// Builds, runs and tears down one pipeline.
-    fn run_session(&mut self, source: &SourceKind, live: bool, timing: &Arc<Mutex<FrameTiming>>) -> SessionEnd {
+    fn run_session(&mut self, source: &SourceKind, paced: bool, timing: &Arc<Mutex<FrameTiming>>) -> SessionEnd {
         let signals = Arc::new(SessionSignals::new());
         let cancel = self.shutdown.child_token();
         let delivery = Delivery {
             camera: self.camera.clone(),
-            live,
-            frames: self.frames.clone(),
+            paced,
+            bus: self.bus.clone(),
             stats: self.stats.clone(),
             timing: timing.clone(),
             signals: signals.clone(),
@@ -222,8 +222,8 @@ impl Supervisor {
                 };
             }
         };
-        let end = self.watch(&pipeline, source, live, &signals);
-        // Unblock a replay waiting for the channel, then stop the streaming threads from here.
+        let end = self.watch(&pipeline, source, paced, &signals);
+        // Stop a replay waiting for a consumer, then stop the streaming threads from here.
         cancel.cancel();
         if let Err(e) = pipeline.set_state(gst::State::Null) {
             tracing::debug!(camera = %self.camera, error = %e, "pipeline did not stop cleanly");
@@ -236,7 +236,7 @@ impl Supervisor {
         &mut self,
         pipeline: &gst::Pipeline,
         source: &SourceKind,
-        live: bool,
+        paced: bool,
         signals: &SessionSignals,
     ) -> SessionEnd {
         let failed = |error| SessionEnd::Failed {
@@ -257,7 +257,7 @@ impl Supervisor {
         let healthy = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
 
         loop {
-            if self.shutdown.is_cancelled() || signals.consumer_gone() || self.frames.is_closed() {
+            if self.shutdown.is_cancelled() || self.bus.is_abandoned() {
                 return SessionEnd::Stopped;
             }
             let msg = bus.timed_pop_filtered(
@@ -280,7 +280,7 @@ impl Supervisor {
                         EosAction::Finish => return SessionEnd::Finished,
                         EosAction::Fail => {
                             return SessionEnd::Failed {
-                                error: VideoError::LiveEos,
+                                error: VideoError::PacedEos,
                                 healthy_for: healthy(online_since),
                             };
                         }
@@ -307,7 +307,7 @@ impl Supervisor {
                 tracing::info!(camera = %self.camera, "camera online");
                 self.reporter.set(CameraStatus::Online);
             }
-            if live {
+            if paced {
                 let last = signals.last_frame().unwrap_or(signals.started);
                 if last.elapsed() > frame_timeout {
                     return SessionEnd::Failed {
@@ -370,10 +370,10 @@ mod tests {
         r.set(CameraStatus::Offline { reason: "a".into() });
         r.set(CameraStatus::Offline { reason: "b".into() });
         r.set(CameraStatus::Online);
-        assert!(stats.online.load(Ordering::Relaxed));
+        assert_eq!(stats.online.get(), 1);
         r.set(CameraStatus::Online);
         r.set(CameraStatus::Offline { reason: "c".into() });
-        assert!(!stats.online.load(Ordering::Relaxed));
+        assert_eq!(stats.online.get(), 0);
         let got: Vec<CameraStatus> = std::iter::from_fn(|| rx.try_recv().ok()).map(|u| u.status).collect();
         assert_eq!(
             got,

@@ -28,7 +28,7 @@ impl RtspTransport {
     }
 }
 
-/// One camera: where its video comes from and how it is sampled and supervised.
+/// One camera: where its video comes from and how it is decoded and supervised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
@@ -37,11 +37,13 @@ pub struct CameraConfig {
     /// `rtsp://…`, `file:///…` or a plain file path, `http(s)://…`, `/dev/videoN`, or any
     /// URI GStreamer's uridecodebin opens.
     pub url: String,
-    /// Frames per second handed on for detection, sampled by timestamp; 0 = every frame.
+    /// Frames per second for recognition, decimated by timestamp; 0 = every frame. This is
+    /// the rate of the recognition consumer only: the application passes it in that
+    /// consumer's `ConsumerSpec`, and every consumer of the camera's frame bus has its own.
     #[serde(default = "default_detect_fps")]
     pub detect_fps: f32,
     /// Files only: pace the file at its own frame rate like a camera (true), or decode
-    /// every frame as fast as the consumer takes them, deterministically (false).
+    /// every frame as fast as the `Block` consumers take them, deterministically (false).
     #[serde(default = "default_true")]
     pub realtime: bool,
     /// Files only: start over at the end of the file.
@@ -57,7 +59,7 @@ pub struct CameraConfig {
     /// RTSP only: `tcp`, `udp` or `auto`.
     #[serde(default)]
     pub transport: RtspTransport,
-    /// Live sources: no frame for this long counts as a failure and restarts the pipeline.
+    /// Paced sources: no frame for this long counts as a failure and restarts the pipeline.
     #[serde(default = "default_frame_timeout_ms")]
     pub frame_timeout_ms: u64,
     /// First delay before restarting a failed source; it doubles on each further failure.
@@ -179,7 +181,7 @@ impl CameraConfig {
             if !self.realtime {
                 err(
                     "realtime",
-                    "false applies to files only; live sources are always real time".into(),
+                    "false applies to files only; other sources are always paced in real time".into(),
                 );
             }
             if self.looping {

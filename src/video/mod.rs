@@ -1,35 +1,42 @@
 //! Cameras through GStreamer: one pipeline per camera, supervised by its own thread that
 //! restarts it with jittered exponential backoff, and a demo-video generator.
 //!
-//! A camera hands decoded RGB frames to a bounded tokio channel and reports its status
-//! (`Online`, `Offline`, `Finished`) on an unbounded one. Live sources never block the
-//! GStreamer streaming thread: a full channel drops the frame. A file replayed with
-//! `realtime = false` waits for the channel instead, so that every replay of a file hands
-//! on exactly the same frames whatever the speed of the consumer.
+//! A camera hands decoded RGB frames to its [`FrameBus`], which feeds any number of
+//! consumers, each with its own bounded queue, drop policy and rate; it reports its status
+//! (`Online`, `Offline`, `Finished`) on an unbounded tokio channel. Paced sources (cameras,
+//! streams, realtime files) never block the GStreamer streaming thread: a full queue drops
+//! its oldest frame. A file replayed with `realtime = false` waits for the queues of
+//! `Block` consumers instead, so that every replay of a file hands them exactly the same
+//! frames whatever their speed.
 
+mod bus;
 mod camera;
 mod config;
+mod decimator;
 mod pipeline;
-mod sampler;
 mod source;
 pub mod synth;
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+pub use bus::{ConsumerCounters, ConsumerSpec, FrameBus, FrameReceiver, QueuePolicy};
 pub use camera::spawn_camera;
 pub use config::{CameraConfig, RtspTransport};
 pub use source::SourceKind;
 pub use synth::{DemoSegment, DemoVideoInfo, DemoVideoOptions, make_demo_video};
 
-/// One decoded frame handed on for detection.
+/// One decoded frame, as every consumer of the camera's bus receives it.
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// The camera's configured name.
     pub camera: Arc<str>,
     /// Number of this frame among every frame the camera decoded since it was spawned
-    /// (restarts and loops included); gaps are frames that were sampled out or dropped.
+    /// (restarts and loops included); gaps are frames that this consumer's rate decimated
+    /// out or its queue dropped.
     pub seq: u64,
     /// Presentation time in milliseconds. For files it is the position in the file; it
     /// never goes backwards for one camera: loops and restarts continue from the last value.
@@ -58,21 +65,19 @@ pub struct CameraUpdate {
     pub status: CameraStatus,
 }
 
-/// Counters of one camera, shared with the metrics endpoint.
-#[derive(Debug, Default)]
+/// Counters of one camera. They are Prometheus handles: the application may register the
+/// very ones it passes to [`spawn_camera`]; `Default` gives unregistered ones. What each
+/// consumer got and missed is in its [`ConsumerCounters`].
+#[derive(Debug, Clone, Default)]
 pub struct CameraStats {
     /// Frames that reached the end of the pipeline.
-    pub frames_decoded: AtomicU64,
-    /// Frames sent on the frames channel.
-    pub frames_delivered: AtomicU64,
-    /// Sampled frames dropped because the frames channel was full (live sources only).
-    pub frames_dropped: AtomicU64,
+    pub frames_decoded: Counter,
     /// Pipelines rebuilt after a failure.
-    pub restarts: AtomicU64,
-    /// Failures: bus errors, end of a live stream, frame timeouts, failed starts.
-    pub errors: AtomicU64,
-    /// Whether frames currently flow.
-    pub online: AtomicBool,
+    pub restarts: Counter,
+    /// Failures: bus errors, end of a paced stream, frame timeouts, failed starts.
+    pub errors: Counter,
+    /// 1 while frames flow, else 0.
+    pub online: Gauge,
 }
 
 /// Errors of a camera pipeline; their text is the `reason` of `CameraStatus::Offline`.
@@ -92,8 +97,8 @@ pub enum VideoError {
         message: String,
         debug: Option<String>,
     },
-    #[error("end of stream on a live source")]
-    LiveEos,
+    #[error("end of stream on a paced source")]
+    PacedEos,
     #[error("no frame for {0} ms")]
     FrameTimeout(u64),
     #[error("cannot seek back to the start of the file: {0}")]

@@ -1,13 +1,12 @@
 //! Building one camera pipeline and delivering its frames.
 //!
 //! `source → (decodebin) → videoconvert → capsfilter RGB → appsink`. The appsink callback
-//! runs on GStreamer's streaming thread: it never panics, never blocks on a live source,
-//! and on a replay waits for the frames channel only until the session is cancelled.
+//! runs on GStreamer's streaming thread: it never panics, hands each frame to the camera's
+//! [`FrameBus`], never blocks on a paced source, and on a replay waits for a consumer's
+//! queue only until the session is cancelled.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use gstreamer as gst;
@@ -15,31 +14,21 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::FrameBus;
 use super::config::CameraConfig;
-use super::sampler::{PtsClock, PtsSampler};
+use super::decimator::PtsClock;
 use super::source::SourceKind;
 use super::{CameraStats, Frame, VideoError, make_element};
 
 /// Frame numbering and timestamp state that outlives one pipeline: a camera's `seq` and
-/// `pts_ms` keep going across loops and restarts.
-#[derive(Debug)]
+/// `pts_ms` keep going across loops and restarts. (Each consumer's decimator lives in the
+/// bus, which outlives the pipelines too.)
+#[derive(Debug, Default)]
 pub(crate) struct FrameTiming {
     pub next_seq: u64,
     pub clock: PtsClock,
-    pub sampler: PtsSampler,
-}
-
-impl FrameTiming {
-    pub fn new(detect_fps: f32) -> FrameTiming {
-        FrameTiming {
-            next_seq: 0,
-            clock: PtsClock::default(),
-            sampler: PtsSampler::new(detect_fps),
-        }
-    }
 }
 
 /// What the streaming thread tells the supervisor about one pipeline run.
@@ -51,7 +40,6 @@ pub(crate) struct SessionSignals {
     first_frame_ms: AtomicU64,
     /// Milliseconds from `started` to the latest frame, plus one; 0 = none yet.
     last_frame_ms: AtomicU64,
-    consumer_gone: AtomicBool,
 }
 
 impl SessionSignals {
@@ -61,7 +49,6 @@ impl SessionSignals {
             frames: AtomicU64::new(0),
             first_frame_ms: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
-            consumer_gone: AtomicBool::new(false),
         }
     }
 
@@ -84,38 +71,28 @@ impl SessionSignals {
     pub fn last_frame(&self) -> Option<Instant> {
         self.instant(self.last_frame_ms.load(Ordering::Relaxed))
     }
-
-    pub fn consumer_gone(&self) -> bool {
-        self.consumer_gone.load(Ordering::Relaxed)
-    }
 }
 
 /// Everything the appsink callback needs, moved onto the streaming thread.
 pub(crate) struct Delivery {
     pub camera: Arc<str>,
-    /// Live sources drop frames when the channel is full; replays wait.
-    pub live: bool,
-    pub frames: mpsc::Sender<Frame>,
+    /// Paced sources never wait for a consumer; replays wait for `Block` consumers.
+    pub paced: bool,
+    pub bus: Arc<FrameBus>,
     pub stats: Arc<CameraStats>,
     pub timing: Arc<Mutex<FrameTiming>>,
     pub signals: Arc<SessionSignals>,
-    /// Cancelled when the supervisor tears the pipeline down: unblocks a waiting replay.
+    /// Cancelled when the supervisor tears the pipeline down: stops a waiting replay.
     pub cancel: CancellationToken,
     /// Video layout of the current caps, cached until the caps change.
     pub layout: Option<(gst::Caps, gst_video::VideoInfo)>,
-}
-
-/// Why a sample was not handed on.
-enum Skip {
-    ChannelFull,
-    Stop,
 }
 
 impl Delivery {
     fn on_sample(&mut self, sink: &gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> {
         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
         let captured = Instant::now();
-        self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+        self.stats.frames_decoded.inc();
         self.signals.mark_frame(captured);
 
         let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
@@ -123,79 +100,37 @@ impl Delivery {
             .unwrap_or_else(|| captured.duration_since(self.signals.started).as_nanos() as u64);
         let duration_ns = buffer.duration().map(|d| d.nseconds());
 
-        // Number and sample under the lock; copy the pixels outside it.
-        let (seq, pts_ns, take) = {
+        let (seq, pts_ns) = {
             let Ok(mut t) = self.timing.lock() else {
                 return Err(gst::FlowError::Error);
             };
             let seq = t.next_seq;
             t.next_seq += 1;
-            let pts_ns = t.clock.map(raw_ns, duration_ns);
-            let take = t.sampler.admit(pts_ns);
-            (seq, pts_ns, take)
+            (seq, t.clock.map(raw_ns, duration_ns))
         };
-        if !take {
+        // Convert only frames some consumer wants, and only once for all of them.
+        let admitted = self.bus.admit(pts_ns);
+        if admitted.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
-
-        let permit = match reserve(&self.frames, self.live, &self.cancel, &self.signals) {
-            Ok(p) => p,
-            Err(Skip::ChannelFull) => {
-                self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            Err(Skip::Stop) => return Err(gst::FlowError::Flushing),
-        };
-
         let image = match to_rgb(&mut self.layout, &sample, buffer) {
             Ok(img) => img,
             Err(msg) => {
+                admitted.discard();
                 gst::element_error!(sink, gst::StreamError::Format, ("{}", msg));
                 return Err(gst::FlowError::Error);
             }
         };
-        permit.send(Frame {
+        let frame = Frame {
             camera: self.camera.clone(),
             seq,
             pts_ms: (pts_ns / 1_000_000) as i64,
             image: Arc::new(image),
             captured,
-        });
-        self.stats.frames_delivered.fetch_add(1, Ordering::Relaxed);
-        Ok(gst::FlowSuccess::Ok)
-    }
-}
-
-/// A place in the frames channel: at once for a live source, waiting for a replay.
-fn reserve<'a>(
-    frames: &'a mpsc::Sender<Frame>,
-    live: bool,
-    cancel: &CancellationToken,
-    signals: &SessionSignals,
-) -> Result<mpsc::Permit<'a, Frame>, Skip> {
-    if live {
-        return match frames.try_reserve() {
-            Ok(p) => Ok(p),
-            Err(mpsc::error::TrySendError::Full(())) => Err(Skip::ChannelFull),
-            Err(mpsc::error::TrySendError::Closed(())) => {
-                signals.consumer_gone.store(true, Ordering::Relaxed);
-                Err(Skip::Stop)
-            }
         };
-    }
-    let outcome = block_on(async {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            r = frames.reserve() => Some(r),
-        }
-    });
-    match outcome {
-        None => Err(Skip::Stop),
-        Some(Ok(p)) => Ok(p),
-        Some(Err(_)) => {
-            signals.consumer_gone.store(true, Ordering::Relaxed);
-            Err(Skip::Stop)
+        match self.bus.deliver(admitted, frame, self.paced, &self.cancel) {
+            Ok(()) => Ok(gst::FlowSuccess::Ok),
+            Err(_) => Err(gst::FlowError::Flushing),
         }
     }
 }
@@ -248,31 +183,9 @@ fn stream_time_ns(sample: &gst::Sample, buffer: &gst::BufferRef) -> Option<u64> 
     Some(stream.unwrap_or(pts).nseconds())
 }
 
-/// Runs a future to completion on the current (non-async) thread.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
-}
-
 /// Builds the pipeline of one camera; it is returned in state NULL.
 pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery) -> Result<gst::Pipeline, VideoError> {
-    let live = delivery.live;
+    let paced = delivery.paced;
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", cfg.name));
     let convert = make_element("videoconvert")?;
     let filter = make_element("capsfilter")?;
@@ -285,7 +198,7 @@ pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery)
     // itself (a realtime file, or an http/other URI that may be a file).
     let sync = match source {
         SourceKind::Rtsp { .. } | SourceKind::V4l2 { .. } => false,
-        SourceKind::File { .. } => live,
+        SourceKind::File { .. } => paced,
         SourceKind::Uri { .. } => true,
     };
     let mut delivery = delivery;
@@ -293,7 +206,7 @@ pub(crate) fn build(cfg: &CameraConfig, source: &SourceKind, delivery: Delivery)
         .new_sample(move |sink| delivery.on_sample(sink))
         .build();
     let builder = gst_app::AppSink::builder().sync(sync).enable_last_sample(false);
-    let appsink = if live {
+    let appsink = if paced {
         builder.max_buffers(1).drop(true)
     } else {
         builder.max_buffers(2).drop(false)
@@ -479,26 +392,5 @@ mod tests {
         let caps = info.to_caps().unwrap();
         let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
         assert!(to_rgb(&mut None, &sample, sample.buffer().unwrap()).is_err());
-    }
-
-    #[test]
-    fn replay_reservation_gives_way_to_cancellation() {
-        let (tx, rx) = mpsc::channel::<Frame>(1);
-        let signals = SessionSignals::new();
-        let cancel = CancellationToken::new();
-        let held = tx.try_reserve().unwrap();
-        let c = cancel.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            c.cancel();
-        });
-        assert!(matches!(reserve(&tx, false, &cancel, &signals), Err(Skip::Stop)));
-        t.join().unwrap();
-        // Live: a full channel is a drop, a closed one stops the camera.
-        assert!(matches!(reserve(&tx, true, &cancel, &signals), Err(Skip::ChannelFull)));
-        drop(held);
-        drop(rx);
-        assert!(matches!(reserve(&tx, true, &cancel, &signals), Err(Skip::Stop)));
-        assert!(signals.consumer_gone());
     }
 }

@@ -11,14 +11,15 @@ pub enum SourceKind {
     V4l2 { device: String },
     /// A local file, as a `file://` URI: uridecodebin; paced or replayed per `realtime`.
     File { uri: String },
-    /// `http(s)://` and any other URI: uridecodebin, treated as a live source.
+    /// `http(s)://` and any other URI: uridecodebin, treated as a paced source.
     Uri { uri: String },
 }
 
 impl SourceKind {
-    /// Whether the source runs on its own clock: dropping frames, frame timeout, EOS is a
-    /// failure. Files are live only when paced (`realtime = true`).
-    pub fn is_live(&self, realtime: bool) -> bool {
+    /// Whether the source runs on its own clock (paced): frames are dropped rather than
+    /// waited for, no frame for a while is a failure, and so is EOS. Files are paced only
+    /// with `realtime = true`.
+    pub fn is_paced(&self, realtime: bool) -> bool {
         match self {
             SourceKind::File { .. } => realtime,
             _ => true,
@@ -144,10 +145,10 @@ mod tests {
     }
 
     #[test]
-    fn liveness_by_kind() {
-        assert!(SourceKind::Rtsp { url: String::new() }.is_live(false));
-        assert!(SourceKind::Uri { uri: String::new() }.is_live(false));
-        assert!(SourceKind::File { uri: String::new() }.is_live(true));
-        assert!(!SourceKind::File { uri: String::new() }.is_live(false));
+    fn pacing_by_kind() {
+        assert!(SourceKind::Rtsp { url: String::new() }.is_paced(false));
+        assert!(SourceKind::Uri { uri: String::new() }.is_paced(false));
+        assert!(SourceKind::File { uri: String::new() }.is_paced(true));
+        assert!(!SourceKind::File { uri: String::new() }.is_paced(false));
     }
 }

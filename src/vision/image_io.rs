@@ -182,18 +182,20 @@ mod tests {
         out.into_inner()
     }
 
-    /// A valid PNG header declaring `w`×`h` followed by a few bytes of (incomplete) data:
-    /// what an image bomb looks like before its compressed pixels.
+    /// A PNG declaring `w`×`h` whose pixel data is missing: what an image bomb looks like
+    /// to a check that reads only the header.
     fn png_header(w: u32, h: u32) -> Vec<u8> {
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&w.to_be_bytes());
+        let mut ihdr = w.to_be_bytes().to_vec();
         ihdr.extend_from_slice(&h.to_be_bytes());
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32(&ihdr);
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        out.extend_from_slice(&13u32.to_be_bytes());
-        out.extend_from_slice(&ihdr);
-        out.extend_from_slice(&crc.to_be_bytes());
+        for (kind, data) in [(b"IHDR", ihdr.as_slice()), (b"IDAT", &[]), (b"IEND", &[])] {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(data);
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
         out
     }
 

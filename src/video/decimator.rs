@@ -1,9 +1,9 @@
 //! Timestamp bookkeeping of one camera: monotonic presentation times across loops and
-//! restarts, and sampling down to `detect_fps` by timestamp (not by arrival), so that a
-//! replay samples the same frames on any machine.
+//! restarts, and decimation down to a consumer's rate by timestamp (not by arrival), so
+//! that a replay admits the same frames on any machine.
 
 /// Makes presentation times monotonic for the life of a camera: when the source's
-/// timestamps go back (a file loops, a live source restarts), later ones continue from
+/// timestamps go back (a file loops, a paced source restarts), later ones continue from
 /// the last time handed out plus one frame.
 #[derive(Debug, Default, Clone)]
 pub struct PtsClock {
@@ -39,28 +39,28 @@ impl PtsClock {
     }
 }
 
-/// Picks the frames handed on for detection: a frame is taken when its timestamp reaches
-/// the next multiple of `1 / fps`; `fps = 0` takes every frame.
+/// Admits frames down to a rate: a frame is admitted when its timestamp reaches the next
+/// multiple of `1 / fps`; `fps = 0` admits every frame.
 #[derive(Debug, Clone)]
-pub struct PtsSampler {
+pub struct PtsDecimator {
     interval_ns: u64,
     next_due_ns: u64,
 }
 
-impl PtsSampler {
-    pub fn new(fps: f32) -> PtsSampler {
+impl PtsDecimator {
+    pub fn new(fps: f32) -> PtsDecimator {
         let interval_ns = if fps.is_finite() && fps > 0.0 {
             (1e9 / fps as f64).round() as u64
         } else {
             0
         };
-        PtsSampler {
+        PtsDecimator {
             interval_ns,
             next_due_ns: 0,
         }
     }
 
-    /// Whether the frame at `pts_ns` is handed on; timestamps must not go back (see
+    /// Whether the frame at `pts_ns` is admitted; timestamps must not go back (see
     /// [`PtsClock`]).
     pub fn admit(&mut self, pts_ns: u64) -> bool {
         if self.interval_ns == 0 {
@@ -80,8 +80,8 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn sample(fps: f32, frame_ms: u64, frames: u64) -> Vec<u64> {
-        let mut s = PtsSampler::new(fps);
+    fn decimate(fps: f32, frame_ms: u64, frames: u64) -> Vec<u64> {
+        let mut s = PtsDecimator::new(fps);
         (0..frames)
             .map(|i| i * frame_ms * MS)
             .filter(|&p| s.admit(p))
@@ -91,24 +91,24 @@ mod tests {
 
     #[test]
     fn every_frame_at_zero_fps() {
-        assert_eq!(sample(0.0, 40, 5), [0, 40, 80, 120, 160]);
+        assert_eq!(decimate(0.0, 40, 5), [0, 40, 80, 120, 160]);
     }
 
     #[test]
     fn ten_of_twenty_five() {
-        let taken = sample(10.0, 40, 25);
+        let taken = decimate(10.0, 40, 25);
         assert_eq!(taken, [0, 120, 200, 320, 400, 520, 600, 720, 800, 920]);
     }
 
     #[test]
     fn fps_above_source_rate_takes_all() {
-        assert_eq!(sample(50.0, 40, 4), [0, 40, 80, 120]);
+        assert_eq!(decimate(50.0, 40, 4), [0, 40, 80, 120]);
     }
 
     #[test]
     fn rate_holds_over_a_long_run() {
         for (fps, frame_ms) in [(10.0, 40), (5.0, 33), (3.0, 40), (7.5, 17)] {
-            let taken = sample(fps, frame_ms, 3000);
+            let taken = decimate(fps, frame_ms, 3000);
             let secs = (3000 * frame_ms) as f32 / 1000.0;
             let rate = taken.len() as f32 / secs;
             assert!((rate - fps).abs() < 0.05 * fps + 0.1, "fps {fps}: {rate}");
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_gap_does_not_cause_a_burst() {
-        let mut s = PtsSampler::new(10.0);
+        let mut s = PtsDecimator::new(10.0);
         assert!(s.admit(0));
         assert!(s.admit(5000 * MS));
         assert!(!s.admit(5040 * MS));
