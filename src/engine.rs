@@ -3,14 +3,65 @@
 
 use image::RgbImage;
 
-use crate::config::Config;
+use std::path::{Path, PathBuf};
+
 use crate::error::Error;
-use crate::inference::{Provider, Runtime};
+use crate::inference::{InferenceConfig, Provider, Runtime};
 use crate::vision::align::align_face;
-use crate::vision::detector::Detector;
+use crate::vision::detector::{Detector, DetectorConfig};
 use crate::vision::embedder::{Embedder, Embedding};
 use crate::vision::geometry::Detection;
 use crate::vision::quality::Quality;
+use serde::{Deserialize, Serialize};
+
+/// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Folder holding the prepared models; relative paths are taken from the working directory.
+    pub dir: PathBuf,
+    /// YuNet detector, relative to `dir` unless absolute.
+    pub detector: PathBuf,
+    /// SFace embedder, relative to `dir` unless absolute.
+    pub embedder: PathBuf,
+    /// ONNX Runtime shared library, relative to `dir` unless absolute.
+    pub runtime_library: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            dir: PathBuf::from("models/prepared"),
+            detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
+            embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
+            runtime_library: PathBuf::from("libonnxruntime.so"),
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn resolve(&self, file: &Path) -> PathBuf {
+        if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            self.dir.join(file)
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        [
+            ("detector", &self.detector),
+            ("embedder", &self.embedder),
+            ("runtime_library", &self.runtime_library),
+        ]
+        .into_iter()
+        .filter(|(_, file)| file.as_os_str().is_empty())
+        .map(|(key, _)| format!("{prefix}.{key}: must name a file"))
+        .collect()
+    }
+}
 
 pub struct FaceEngine {
     detector: Detector,
@@ -28,13 +79,12 @@ pub struct AlignedFace {
 }
 
 impl FaceEngine {
-    /// Loads ONNX Runtime and both models as `cfg` says.
-    pub fn load(cfg: &Config) -> Result<FaceEngine, Error> {
-        let m = &cfg.models;
-        let runtime = Runtime::load(&m.resolve(&m.runtime_library), &cfg.inference)?;
-        let detector = Detector::new(runtime.session(&m.resolve(&m.detector))?, cfg.detector.clone())?;
+    /// Loads ONNX Runtime and both models.
+    pub fn load(m: &ModelsConfig, inference: &InferenceConfig, detector: &DetectorConfig) -> Result<FaceEngine, Error> {
+        let runtime = Runtime::load(&m.resolve(&m.runtime_library), inference)?;
+        let detector = Detector::new(runtime.session(&m.resolve(&m.detector))?, detector.clone())?;
         let embedder_path = m.resolve(&m.embedder);
-        let embedder = Embedder::new(runtime.session(&embedder_path)?, cfg.inference.embed_batch)?;
+        let embedder = Embedder::new(runtime.session(&embedder_path)?, inference.embed_batch)?;
         let model_id = model_id(&embedder_path)?;
         Ok(FaceEngine {
             detector,
@@ -103,7 +153,7 @@ impl FaceEngine {
     }
 }
 
-pub fn model_id(path: &std::path::Path) -> Result<String, Error> {
+pub fn model_id(path: &Path) -> Result<String, Error> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| Error::Model {
         path: path.to_path_buf(),

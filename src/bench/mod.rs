@@ -80,7 +80,7 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<BenchReport, Error> {
     let mut cfg = cfg.clone();
     let batch = args.batch.max(1);
     cfg.inference.embed_batch = batch;
-    let mut engine = FaceEngine::load(&cfg)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
     let paths = if args.images.is_empty() {
         (1..=6)
             .map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg")))

@@ -84,7 +84,7 @@ pub fn enroll(cfg: &Config, args: &EnrollArgs, json_out: bool) -> Result<(), Err
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let mut engine = FaceEngine::load(cfg)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
     let mut gallery = Gallery::open(&cfg.gallery, engine.model_id())?;
     let request = EnrollRequest {
         name: args.name.clone(),
@@ -121,7 +121,7 @@ struct IdentifiedFace {
 }
 
 pub fn identify(cfg: &Config, args: &IdentifyArgs, json_out: bool) -> Result<(), Error> {
-    let mut engine = FaceEngine::load(cfg)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
     let gallery = Gallery::open(&cfg.gallery, engine.model_id())?;
     let img = load_image(&args.image, &cfg.images)?;
     let samples = engine.aligned_faces(&img)?;
@@ -202,7 +202,7 @@ pub fn identify(cfg: &Config, args: &IdentifyArgs, json_out: bool) -> Result<(),
 }
 
 pub fn verify(cfg: &Config, args: &VerifyArgs, json_out: bool) -> Result<(), Error> {
-    let mut engine = FaceEngine::load(cfg)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
     let gallery = Gallery::open(&cfg.gallery, engine.model_id())?;
     if gallery.store().person(&args.name)?.is_none() {
         return Err(Error::Rejected(format!("no person named {:?} is enrolled", args.name)));

@@ -13,10 +13,11 @@ use serde_json::json;
 mod gallery;
 mod sign;
 
-use crate::config::{Config, Device, Overrides};
+use crate::config::{Config, Overrides};
 use crate::engine::{FaceEngine, largest_face};
 use crate::error::Error;
 use crate::gallery::matcher::same_person;
+use crate::inference::Device;
 use crate::vision::geometry::Detection;
 use crate::vision::image_io::load_image;
 use crate::vision::similarity::cosine;
@@ -152,14 +153,14 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Detect { image } => {
             let img = load_image(image, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg)?;
+            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
             let report = analyse(&mut engine, image, &img, false)?;
             print(cli.json, &report, || report.to_text());
             Ok(())
         }
         Command::Embed { image } => {
             let img = load_image(image, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg)?;
+            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
             let report = analyse(&mut engine, image, &img, true)?;
             print(cli.json, &report, || report.to_text());
             Ok(())
@@ -167,7 +168,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Compare { image_a, image_b } => {
             let img_a = load_image(image_a, &cfg.images)?;
             let img_b = load_image(image_b, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg)?;
+            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
             let a = largest_embedding(&mut engine, image_a, &img_a)?;
             let b = largest_embedding(&mut engine, image_b, &img_b)?;
             let similarity = cosine(&a, &b);

@@ -14,9 +14,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/facegate.toml";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub models: ModelsConfig,
-    pub inference: InferenceConfig,
-    pub detector: DetectorConfig,
+    pub models: crate::engine::ModelsConfig,
+    pub inference: crate::inference::InferenceConfig,
+    pub detector: crate::vision::detector::DetectorConfig,
     pub recognition: RecognitionConfig,
     pub gallery: crate::gallery::GalleryConfig,
     pub tracker: crate::track::TrackerConfig,
@@ -53,110 +53,6 @@ impl Default for DaemonConfig {
     }
 }
 
-/// Model files and the ONNX Runtime library, as `models/fetch` lays them out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelsConfig {
-    /// Folder holding the prepared models; relative paths are taken from the working directory.
-    pub dir: PathBuf,
-    /// YuNet detector, relative to `dir` unless absolute.
-    pub detector: PathBuf,
-    /// SFace embedder, relative to `dir` unless absolute.
-    pub embedder: PathBuf,
-    /// ONNX Runtime shared library, relative to `dir` unless absolute.
-    pub runtime_library: PathBuf,
-}
-
-impl Default for ModelsConfig {
-    fn default() -> Self {
-        ModelsConfig {
-            dir: PathBuf::from("models/prepared"),
-            detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
-            embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
-            runtime_library: PathBuf::from("libonnxruntime.so"),
-        }
-    }
-}
-
-impl ModelsConfig {
-    pub fn resolve(&self, file: &Path) -> PathBuf {
-        if file.is_absolute() {
-            file.to_path_buf()
-        } else {
-            self.dir.join(file)
-        }
-    }
-}
-
-/// Which execution provider runs the models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// CUDA when it registers, otherwise CPU with one warning saying why.
-    #[default]
-    Auto,
-    Cpu,
-    /// CUDA or an error.
-    Cuda,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InferenceConfig {
-    /// `auto`, `cpu` or `cuda`.
-    pub device: Device,
-    /// Threads ONNX Runtime uses inside one operator; 0 lets it pick (one per core).
-    pub intra_threads: usize,
-    /// Most faces sent to the embedder in one call.
-    pub embed_batch: usize,
-    /// Let ONNX Runtime's worker threads spin while they wait for work: a little faster on
-    /// an idle machine, much slower when video decoding or other programs share the cores.
-    pub spin: bool,
-}
-
-impl Default for InferenceConfig {
-    fn default() -> Self {
-        InferenceConfig {
-            device: Device::Auto,
-            intra_threads: 0,
-            embed_batch: 8,
-            spin: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// Minimum detector score, 0–1, for a face to be kept.
-    pub score_threshold: f32,
-    /// Boxes overlapping a better one by more than this IoU are suppressed.
-    pub nms_threshold: f32,
-    /// Most candidates considered by non-maximum suppression.
-    pub top_k: usize,
-    /// Side of the square model input; the frame is scaled so its long side fits it.
-    pub input_size: u32,
-    /// A face wider than this (pixels at the detection scale) is detected again with the
-    /// image shrunk so the face is `refine_to_px` wide: YuNet's landmarks of large faces
-    /// are poor. 0 turns refinement off.
-    pub refine_above_px: f32,
-    /// Face width, in pixels at the detector input, that the refinement pass aims for.
-    pub refine_to_px: f32,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        DetectorConfig {
-            score_threshold: 0.6,
-            nms_threshold: 0.3,
-            top_k: 5000,
-            input_size: 640,
-            refine_above_px: 96.0,
-            refine_to_px: 64.0,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecognitionConfig {
@@ -183,7 +79,7 @@ impl Default for RecognitionConfig {
 pub struct Overrides {
     pub models_dir: Option<PathBuf>,
     pub gallery: Option<PathBuf>,
-    pub device: Option<Device>,
+    pub device: Option<crate::inference::Device>,
 }
 
 impl Config {
@@ -234,42 +130,9 @@ impl Config {
     /// Every problem with the values, each prefixed by its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        let unit = |v: f32| (0.0..=1.0).contains(&v);
-        if !unit(self.detector.score_threshold) {
-            p.push(format!(
-                "detector.score_threshold: {} is not within 0–1",
-                self.detector.score_threshold
-            ));
-        }
-        if !unit(self.detector.nms_threshold) {
-            p.push(format!(
-                "detector.nms_threshold: {} is not within 0–1",
-                self.detector.nms_threshold
-            ));
-        }
-        if self.detector.top_k == 0 {
-            p.push("detector.top_k: must be at least 1".into());
-        }
-        if self.detector.input_size == 0 || self.detector.input_size % 32 != 0 {
-            p.push(format!(
-                "detector.input_size: {} is not a positive multiple of 32",
-                self.detector.input_size
-            ));
-        }
-        if self.detector.refine_above_px < 0.0 {
-            p.push(format!(
-                "detector.refine_above_px: {} is negative (0 turns refinement off)",
-                self.detector.refine_above_px
-            ));
-        }
-        if self.detector.refine_above_px > 0.0
-            && !(16.0..self.detector.refine_above_px).contains(&self.detector.refine_to_px)
-        {
-            p.push(format!(
-                "detector.refine_to_px: {} must be at least 16 and below detector.refine_above_px ({})",
-                self.detector.refine_to_px, self.detector.refine_above_px
-            ));
-        }
+        p.extend(self.detector.validate("detector"));
+        p.extend(self.inference.validate("inference"));
+        p.extend(self.models.validate("models"));
         if !(-1.0..=1.0).contains(&self.recognition.threshold) {
             p.push(format!(
                 "recognition.threshold: {} is not a cosine similarity (−1–1)",
@@ -298,18 +161,6 @@ impl Config {
             p.extend(cam.validate(&format!("cameras[{i}]")));
             if !names.insert(cam.name.as_str()) {
                 p.push(format!("cameras[{i}].name: {:?} is used by another camera", cam.name));
-            }
-        }
-        if self.inference.embed_batch == 0 {
-            p.push("inference.embed_batch: must be at least 1".into());
-        }
-        for (key, file) in [
-            ("models.detector", &self.models.detector),
-            ("models.embedder", &self.models.embedder),
-            ("models.runtime_library", &self.models.runtime_library),
-        ] {
-            if file.as_os_str().is_empty() {
-                p.push(format!("{key}: must name a file"));
             }
         }
         p
@@ -395,7 +246,7 @@ mod tests {
         std::fs::write(&good, "[recognition]\nthreshold = 0.5\n[inference]\ndevice = \"cpu\"\n").unwrap();
         let c = Config::load(Some(&good), &Overrides::default()).unwrap();
         assert_eq!(c.recognition.threshold, 0.5);
-        assert_eq!(c.inference.device, Device::Cpu);
+        assert_eq!(c.inference.device, crate::inference::Device::Cpu);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "[recognition]\nthreshhold = 0.5\n").unwrap();
         let err = Config::load(Some(&bad), &Overrides::default()).unwrap_err().to_string();

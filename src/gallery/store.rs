@@ -301,10 +301,8 @@ impl Store {
 
     pub fn changes_since(&self, seq: i64) -> Result<ChangesSince, Error> {
         let oldest: Option<i64> = self.db(self.conn.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0)))?;
-        if let Some(oldest) = oldest {
-            if oldest > seq + 1 {
-                return Ok(ChangesSince::Gap);
-            }
+        if oldest.is_some_and(|oldest| oldest > seq + 1) {
+            return Ok(ChangesSince::Gap);
         }
         let mut stmt = self.db(self
             .conn

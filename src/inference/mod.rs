@@ -8,14 +8,61 @@ use ort::ep;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
-use crate::config::{Device, InferenceConfig};
 use crate::error::Error;
+use serde::{Deserialize, Serialize};
 
 /// The execution provider a session ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     Cpu,
     Cuda,
+}
+
+/// Which execution provider runs the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when it registers, otherwise CPU with one warning saying why.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// `auto`, `cpu` or `cuda`.
+    pub device: Device,
+    /// Threads ONNX Runtime uses inside one operator; 0 lets it pick (one per core).
+    pub intra_threads: usize,
+    /// Most faces sent to the embedder in one call.
+    pub embed_batch: usize,
+    /// Let ONNX Runtime's worker threads spin while they wait for work: a little faster on
+    /// an idle machine, much slower when video decoding or other programs share the cores.
+    pub spin: bool,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            device: Device::Auto,
+            intra_threads: 0,
+            embed_batch: 8,
+            spin: false,
+        }
+    }
+}
+
+impl InferenceConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.embed_batch == 0 {
+            p.push(format!("{prefix}.embed_batch: must be at least 1"));
+        }
+        p
+    }
 }
 
 impl Provider {

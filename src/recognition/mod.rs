@@ -146,7 +146,7 @@ struct Worker {
 
 impl Worker {
     fn load(ctx: WorkerContext) -> Result<Worker, Error> {
-        let engine = FaceEngine::load(&ctx.cfg)?;
+        let engine = FaceEngine::load(&ctx.cfg.models, &ctx.cfg.inference, &ctx.cfg.detector)?;
         ctx.health.models_loaded.store(true, Ordering::Relaxed);
         let gallery = Gallery::open(&ctx.cfg.gallery, engine.model_id())?;
         ctx.health.gallery_open.store(true, Ordering::Relaxed);

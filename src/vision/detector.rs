@@ -10,8 +10,8 @@ use image::RgbImage;
 use ndarray::Array4;
 use ort::session::Session;
 use ort::value::TensorRef;
+use serde::{Deserialize, Serialize};
 
-use crate::config::DetectorConfig;
 use crate::error::Error;
 use crate::vision::geometry::{Detection, iou, nms};
 
@@ -217,6 +217,80 @@ pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     RgbImage::from_raw(width, height, dst).expect("buffer sized for the image")
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Minimum detector score, 0–1, for a face to be kept.
+    pub score_threshold: f32,
+    /// Boxes overlapping a better one by more than this IoU are suppressed.
+    pub nms_threshold: f32,
+    /// Most candidates considered by non-maximum suppression.
+    pub top_k: usize,
+    /// Side of the square model input; the frame is scaled so its long side fits it.
+    pub input_size: u32,
+    /// A face wider than this (pixels at the detection scale) is detected again with the
+    /// image shrunk so the face is `refine_to_px` wide: YuNet's landmarks of large faces
+    /// are poor. 0 turns refinement off.
+    pub refine_above_px: f32,
+    /// Face width, in pixels at the detector input, that the refinement pass aims for.
+    pub refine_to_px: f32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            score_threshold: 0.6,
+            nms_threshold: 0.3,
+            top_k: 5000,
+            input_size: 640,
+            refine_above_px: 96.0,
+            refine_to_px: 64.0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Every problem of these values, each starting with its key (`{prefix}.{key}: …`).
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        if !unit(self.score_threshold) {
+            p.push(format!(
+                "{prefix}.score_threshold: {} is not within 0–1",
+                self.score_threshold
+            ));
+        }
+        if !unit(self.nms_threshold) {
+            p.push(format!(
+                "{prefix}.nms_threshold: {} is not within 0–1",
+                self.nms_threshold
+            ));
+        }
+        if self.top_k == 0 {
+            p.push(format!("{prefix}.top_k: must be at least 1"));
+        }
+        if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
+            p.push(format!(
+                "{prefix}.input_size: {} is not a positive multiple of 32",
+                self.input_size
+            ));
+        }
+        if self.refine_above_px < 0.0 {
+            p.push(format!(
+                "{prefix}.refine_above_px: {} is negative (0 turns refinement off)",
+                self.refine_above_px
+            ));
+        }
+        if self.refine_above_px > 0.0 && !(16.0..self.refine_above_px).contains(&self.refine_to_px) {
+            p.push(format!(
+                "{prefix}.refine_to_px: {} must be at least 16 and below {prefix}.refine_above_px ({})",
+                self.refine_to_px, self.refine_above_px
+            ));
+        }
+        p
+    }
+}
+
 /// YuNet around an ONNX Runtime session.
 pub struct Detector {
     session: Session,
@@ -283,10 +357,10 @@ impl Detector {
                 .into_iter()
                 .map(|d| (iou(&d.bbox, &face.bbox), d))
                 .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((overlap, refined)) = best {
-                if overlap >= 0.5 {
-                    *face = refined;
-                }
+            if let Some((overlap, refined)) = best
+                && overlap >= 0.5
+            {
+                *face = refined;
             }
         }
         faces.sort_by(|a, b| b.score.total_cmp(&a.score));

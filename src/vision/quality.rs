@@ -31,13 +31,13 @@ impl Default for QualityConfig {
 impl QualityConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut p = Vec::new();
-        if !(self.min_face_px >= 0.0) {
+        if self.min_face_px.is_nan() || self.min_face_px < 0.0 {
             p.push(format!("{prefix}.min_face_px: {} is negative", self.min_face_px));
         }
         if !(0.0..=1.0).contains(&self.min_score) {
             p.push(format!("{prefix}.min_score: {} is not within 0–1", self.min_score));
         }
-        if !(self.min_sharpness >= 0.0) {
+        if self.min_sharpness.is_nan() || self.min_sharpness < 0.0 {
             p.push(format!("{prefix}.min_sharpness: {} is negative", self.min_sharpness));
         }
         p
