@@ -71,7 +71,7 @@ peer = r["peer"]
 video = peer["frames"]  # the peer decodes every frame of the video
 print("| pipeline | video frames/s | vs peer | frames detected | faces | embeddings | events | processing p50 / p99 ms | frame→publish p50 / p99 ms |")
 print("|---|---|---|---|---|---|---|---|---|")
-for name, label in (("every", "facegate, every frame"), ("default", "facegate, default"), ("live", "facegate, default, live pace")):
+for name, label in (("every", "facegate, every frame"), ("default", "facegate, default"), ("live", "facegate, default, paced like a camera")):
     x = r[name]
     fps = video / x["wall_s"] if x["wall_s"] > 0 else 0.0
     rate = "real time" if name == "live" else f"{fps:.1f}"

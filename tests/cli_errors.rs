@@ -40,22 +40,6 @@ fn truncated_jpeg() {
     assert_one_line_error(&facegate(&["detect", path_str(&f)], &[]), 4, "truncated");
 }
 
-/// A PNG of `width`×`height` black pixels, streamed row by row: 20000×20000 takes about
-/// 6 MB on disk (fast compression) and 1.2 GB once decoded.
-fn png_bomb(path: &std::path::Path, width: u32, height: u32) {
-    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut encoder = png::Encoder::new(file, width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_compression(png::Compression::Fast);
-    let mut writer = encoder.write_header().unwrap();
-    let mut stream = writer.stream_writer().unwrap();
-    let row = vec![0u8; width as usize * 3];
-    for _ in 0..height {
-        std::io::Write::write_all(&mut stream, &row).unwrap();
-    }
-    stream.finish().unwrap();
-}
-
 #[test]
 fn an_image_bomb_is_refused_from_its_header() {
     let dir = scratch("bomb");

@@ -778,3 +778,102 @@ fn metrics_move_during_a_replay_and_stats_can_be_off() {
         "stats_interval_s = 0 turns stats off"
     );
 }
+
+/// `facegate sign … | mosquitto_pub -s` on the command topic of `verb`.
+fn publish_signed(port: u16, key: &Path, verb: &str, args: &[&str]) {
+    let signed = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["sign", "--key-file", path_str(key), verb])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let mut publish = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", &format!("facegate/cmd/{verb}"), "-s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (Debian mosquitto-clients) is needed");
+    std::io::Write::write_all(&mut publish.stdin.take().unwrap(), &signed.stdout).unwrap();
+    assert!(publish.wait().unwrap().success());
+}
+
+#[test]
+fn signed_remote_enrollment_follows_the_cli_rules() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let sub = Subscriber::start(broker.port, "sub-commands");
+    let s = setup("daemon-commands", broker.port, "");
+    let key = s.dir.join("command.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let cfg = std::fs::read_to_string(&s.config).unwrap()
+        + &format!("[commands]\nenabled = true\nkey_file = \"{}\"\n", key.display());
+    std::fs::write(&s.config, cfg).unwrap();
+    let bomb = s.dir.join("bomb.png");
+    png_bomb(&bomb, 20_000, 20_000);
+    let mut daemon = start_daemon(&s);
+    sub.wait_until("online", Duration::from_secs(60), |x| {
+        x.messages("/available").last().is_some_and(|m| m == "online")
+    });
+    let results = |x: &Subscriber| -> Vec<Value> {
+        x.messages("/cmd/result")
+            .iter()
+            .map(|p| serde_json::from_str(p).unwrap())
+            .collect()
+    };
+    let sample2 = sample(2);
+    let photo = path_str(&sample2);
+    let steps: [(&[&str], bool, &str); 3] = [
+        (
+            &["--name", "Bea", "--image", photo, "--request-id", "several"],
+            false,
+            "pass --largest",
+        ),
+        (
+            &["--name", "Bomb", "--image", path_str(&bomb), "--request-id", "bomb"],
+            false,
+            "images.max_pixels",
+        ),
+        (
+            &[
+                "--name",
+                "Bea",
+                "--image",
+                photo,
+                "--largest",
+                "--metadata",
+                "{\"badge\": 7}",
+                "--request-id",
+                "ok",
+            ],
+            true,
+            "",
+        ),
+    ];
+    for (i, (args, ok, why)) in steps.iter().enumerate() {
+        publish_signed(broker.port, &key, "enroll", args);
+        sub.wait_until("the command's result", Duration::from_secs(60), |x| {
+            results(x).len() > i
+        });
+        let r = &results(&sub)[i];
+        assert_eq!(r["ok"], *ok, "{r}");
+        assert!(r["error"].as_str().unwrap_or("").contains(why), "{r}");
+    }
+    let done = &results(&sub)[2]["result"];
+    assert_eq!(done["person"]["name"], "Bea", "{done}");
+    assert_eq!(done["templates"][0]["box"].as_array().map(Vec::len), Some(4), "{done}");
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, &s, Duration::from_secs(30)).success(),
+        "{}",
+        log(&s)
+    );
+    let show = stdout_json(&facegate(
+        &["--json", "--gallery", path_str(&s.gallery), "gallery", "show", "Bea"],
+        &[],
+    ));
+    assert_eq!(show["person"]["metadata"]["badge"], 7, "{show}");
+    assert!(
+        log(&s).contains("remote command done"),
+        "enrollments are logged:\n{}",
+        log(&s)
+    );
+}

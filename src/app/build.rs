@@ -55,7 +55,7 @@ pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, E
         .map_err(|e| Error::Config(vec![format!("cannot start the recognition worker: {e}")]))?;
 
     // Cameras start once the models are loaded and the gallery is open: until then a
-    // replay's frames would only wait and a live stream's would go stale. When loading
+    // replay's frames would only wait and a camera's would go stale. When loading
     // fails, none start; the run phase sees the worker gone and stops.
     while !health.loaded() && !worker.is_finished() && !shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -34,8 +34,8 @@ pub struct Config {
 pub struct DaemonConfig {
     /// On SIGTERM: how long to keep delivering queued events before exiting.
     pub shutdown_grace_s: u64,
-    /// Frames that may wait for the detector, over all cameras; live cameras drop frames
-    /// beyond it, replays wait.
+    /// Frames that may wait for recognition, per camera; a paced camera drops its oldest
+    /// waiting frame beyond it, a replay waits.
     pub frame_queue: usize,
     /// Tell systemd the service is up (READY) at the latest this many seconds after start,
     /// once the models and the gallery are loaded, even if the broker or a camera is not
