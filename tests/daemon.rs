@@ -614,6 +614,8 @@ fn a_broken_camera_does_not_stop_a_working_one() {
         "facegate_camera_online{camera=\"yard\"} 0",
         "facegate_broker_connected 1",
         "facegate_inference_seconds_bucket{",
+        "facegate_mqtt_acked_total ",
+        "facegate_mqtt_commands_rejected_total{reason=\"bad_signature\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from /metrics:\n{metrics}");
     }

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::health::HealthProbe;
+use super::mqtt_metrics::PublisherCollector;
 use super::{CameraHandle, Daemon};
 use crate::admin::AdminState;
 use crate::config::Config;
@@ -26,9 +27,11 @@ pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, E
     let cfg = Arc::new(cfg);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    let telemetry = Arc::new(Telemetry::new());
     let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let (publisher, commands) = Publisher::start(&cfg.mqtt, &cfg.commands, &names, shutdown.clone()).await?;
+    let mut telemetry = Telemetry::new();
+    telemetry.register_collector(PublisherCollector(publisher.clone()));
+    let telemetry = Arc::new(telemetry);
 
     let mut cameras = Vec::new();
     let mut queues = Vec::new();

@@ -12,6 +12,7 @@
 
 mod build;
 mod health;
+mod mqtt_metrics;
 mod report;
 mod stats;
 

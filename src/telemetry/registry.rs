@@ -237,6 +237,11 @@ impl Telemetry {
             .sum()
     }
 
+    /// Adds metrics that another component keeps itself, read at each scrape.
+    pub fn register_collector(&mut self, collector: impl prometheus_client::collector::Collector) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
