@@ -31,6 +31,10 @@ pub enum Error {
     /// A model ran and failed, or gave outputs of the wrong shape.
     #[error("{model} inference failed: {reason}")]
     Inference { model: &'static str, reason: String },
+    /// Something outside facegate is not as it must be: a port already in use, a broker
+    /// that cannot be reached.
+    #[error("{0}")]
+    Environment(String),
 }
 
 impl Error {
@@ -42,6 +46,7 @@ impl Error {
             Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) => 5,
             Error::Inference { .. } => 6,
             Error::Gallery(_) => 7,
+            Error::Environment(_) => 8,
         }
     }
 }
