@@ -94,8 +94,7 @@ impl FaceEngine {
         })
     }
 
-    /// Identifies the embedding model (file name and content digest): templates of
-    /// different models are never compared.
+    /// The embedding model's id (see [`model_id`]).
     pub fn model_id(&self) -> &str {
         &self.model_id
     }
@@ -104,12 +103,11 @@ impl FaceEngine {
     pub fn aligned_faces(&mut self, img: &RgbImage) -> Result<Vec<AlignedFace>, Error> {
         let faces = self.detect(img)?;
         let crops = self.align(img, &faces)?;
-        let size = self.detector.config().input_size;
         Ok(faces
             .into_iter()
             .zip(crops)
             .map(|(detection, crop)| {
-                let quality = Quality::measure(&detection, img.width(), img.height(), size, &crop);
+                let quality = Quality::measure(&detection, &crop);
                 AlignedFace {
                     detection,
                     crop,
@@ -153,19 +151,27 @@ impl FaceEngine {
     }
 }
 
+/// Identifies the embedding model by the SHA-256 of its file (the first 16 hex digits):
+/// templates of different models are never compared, and renaming or moving the same file
+/// changes nothing.
 pub fn model_id(path: &Path) -> Result<String, Error> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| Error::Model {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let digest = Sha256::digest(&bytes);
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(format!("{stem}:{hex}"))
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Whether two model ids name the same model. Ids written before the id became the digest
+/// alone are `file-stem:digest`; only the digest counts.
+pub fn same_model(a: &str, b: &str) -> bool {
+    let digest = |id: &str| id.rsplit(':').next().unwrap_or(id).to_string();
+    digest(a) == digest(b)
 }
 
 /// The face with the largest box, the one a door camera or an ID photo is about.

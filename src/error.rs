@@ -35,18 +35,42 @@ pub enum Error {
     /// that cannot be reached.
     #[error("{0}")]
     Environment(String),
+    /// `verify`: the face is not the claimed person (the result itself is printed).
+    #[error("no match")]
+    NotVerified,
 }
 
 impl Error {
-    /// Exit status for the CLI: 2 is clap's usage error, so ours start at 3.
+    /// Exit status for the CLI: 1 is `verify`'s "no match", 2 is clap's usage error, so
+    /// errors start at 3.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::NotVerified => 1,
             Error::Config(_) => 3,
             Error::Input { .. } | Error::NoFace { .. } | Error::Rejected(_) => 4,
             Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) => 5,
             Error::Inference { .. } => 6,
             Error::Gallery(_) => 7,
             Error::Environment(_) => 8,
+        }
+    }
+}
+
+impl Error {
+    /// A short machine name of the kind, for `--json` errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Input { .. } => "input",
+            Error::NoFace { .. } => "no_face",
+            Error::Model { .. } => "model",
+            Error::Runtime { .. } => "runtime",
+            Error::CudaUnavailable(_) => "cuda_unavailable",
+            Error::Rejected(_) => "rejected",
+            Error::Gallery(_) => "gallery",
+            Error::Inference { .. } => "inference",
+            Error::Environment(_) => "environment",
+            Error::NotVerified => "no_match",
         }
     }
 }

@@ -604,8 +604,35 @@ fn a_broken_camera_does_not_stop_a_working_one() {
     let (code, body) = http_get(s.admin, "/ready");
     assert_eq!(code, 503, "not ready while a camera is down: {body}");
     let ready: Value = serde_json::from_str(&body).expect("/ready is JSON");
-    assert_eq!(ready["parts"]["broker"], true, "{ready}");
-    assert_eq!(ready["parts"]["models"], true, "{ready}");
+    assert_eq!(ready["parts"]["broker"]["ready"], true, "{ready}");
+    assert_eq!(ready["parts"]["models"]["ready"], true, "{ready}");
+    assert!(
+        ready["parts"]["gallery"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 people"),
+        "the gallery says what it holds: {ready}"
+    );
+    let yard = ready["parts"]["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "yard")
+        .cloned();
+    let yard = yard.expect("camera yard in /ready");
+    assert_eq!(yard["ready"], false, "{ready}");
+    assert!(
+        !yard["reason"].as_str().unwrap_or("").is_empty(),
+        "the camera's last error: {ready}"
+    );
+    assert!(
+        ready["waiting_for"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").starts_with("camera yard: ")),
+        "{ready}"
+    );
     let (code, metrics) = http_get(s.admin, "/metrics");
     assert_eq!(code, 200);
     for line in [

@@ -162,7 +162,11 @@ fn verify_is_one_to_one() {
     let v = stdout_json(&fg(&g, &["verify", path_str(&copies[0].1), "--name", "Ann"]));
     assert_eq!(v["match"], true, "{v}");
     assert!(v["similarity"].as_f64().unwrap() > 0.8);
-    let v = stdout_json(&fg(&g, &["verify", path_str(&copies[0].1), "--name", "Bob"]));
+    // No match: the result on stdout, exit status 1.
+    let out = fg(&g, &["verify", path_str(&copies[0].1), "--name", "Bob"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "no error line for a plain no-match");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["match"], false, "{v}");
     assert!(v["similarity"].as_f64().unwrap() < v["threshold"].as_f64().unwrap());
     fails_with(
@@ -247,7 +251,7 @@ fn persists_across_processes_lists_shows_and_forgets() {
 fn a_running_process_sees_enrollments_by_another() {
     let dir = scratch("gallery-live");
     let g = gallery_in(&dir);
-    let mut live = facegate::gallery::Gallery::open(&gallery_cfg(&g), &model_id()).unwrap();
+    let mut live = facegate::gallery::Gallery::open_or_create(&gallery_cfg(&g), &model_id()).unwrap();
     assert!(live.index().is_empty());
     let out = enroll(&g, "Bob", &sample(2));
     let bob = out["person"]["id"].as_i64().unwrap();
@@ -293,7 +297,7 @@ fn bad_enrollments_are_refused_with_the_reason() {
     fails_with(&fg(&g, &["enroll", "--name", "Dee", path_str(&wall)]), 4, "no face");
     // A face too small for a trustworthy template: a sample shrunk onto a large canvas.
     let small = DynamicImage::ImageRgb8(image::open(sample(2)).unwrap().to_rgb8())
-        .resize(480, 480, image::imageops::FilterType::Triangle)
+        .resize(200, 200, image::imageops::FilterType::Triangle)
         .to_rgb8();
     let mut canvas = RgbImage::from_pixel(3000, 2000, image::Rgb([40, 40, 40]));
     image::imageops::overlay(&mut canvas, &small, 1200, 800);
@@ -326,13 +330,22 @@ fn templates_of_another_embedding_model_are_refused() {
     let dir = scratch("gallery-model");
     let g = gallery_in(&dir);
     enroll(&g, "Ann", &sample(1));
-    // The same network under another name is another model id: it must not be compared.
-    let other = dir.join("face_recognition_other.onnx");
-    std::fs::copy(models().join("face_recognition_sface_2021dec.onnx"), &other).unwrap();
+    // The same network under another name or in another folder is the same model: the id
+    // is the file's digest, not its name.
+    let renamed = dir.join("face_recognition_renamed.onnx");
+    std::fs::copy(models().join("face_recognition_sface_2021dec.onnx"), &renamed).unwrap();
     let out = facegate(
-        &["--gallery", path_str(&g), "identify", path_str(&sample(1))],
-        &[("FACEGATE__MODELS__EMBEDDER", path_str(&other))],
+        &["--json", "--gallery", path_str(&g), "identify", path_str(&sample(1))],
+        &[("FACEGATE__MODELS__EMBEDDER", path_str(&renamed))],
     );
+    let faces = stdout_json(&out)["faces"].as_array().cloned().unwrap_or_default();
+    assert!(faces.iter().any(|f| f["person"]["name"] == "Ann"), "{faces:?}");
+    // Templates of another network are never compared.
+    let db = rusqlite::Connection::open(&g).unwrap();
+    db.execute("UPDATE templates SET model = 'e0e0e0e0e0e0e0e0'", [])
+        .unwrap();
+    drop(db);
+    let out = facegate(&["--gallery", path_str(&g), "identify", path_str(&sample(1))], &[]);
     fails_with(&out, 7, "embedding model");
 }
 
@@ -418,8 +431,14 @@ fn sigkill_during_enrollment_leaves_a_consistent_gallery() {
     let dir = scratch("gallery-kill");
     let g = gallery_in(&dir);
     enroll(&g, "Ann", &sample(1));
+    // Twelve different files of one person (a photo given twice is stored once).
+    let original = image::open(sample(2)).unwrap().to_rgb8();
     let photos: Vec<String> = (0..12)
-        .map(|i| path_str(&sample(2 + (i % 2) * 2)).to_string())
+        .map(|i| {
+            let p = dir.join(format!("copy{i}.jpg"));
+            save_jpeg(&image::imageops::brighten(&original, i), &p, 90);
+            path_str(&p).to_string()
+        })
         .collect();
     let mut outcomes = Vec::new();
     for (round, delay_ms) in [150u64, 400, 700, 1000, 1300, 1600, 2500, 4000].into_iter().enumerate() {
@@ -486,4 +505,188 @@ fn bench_gallery_two_stage_agrees_with_exact_search() {
     let out = facegate(&["bench-gallery", "--out", path_str(&out_dir)], &[]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+/// A copy of `photo` blurred with a Gaussian of `sigma` pixels.
+fn blurred_copy(photo: &Path, sigma: f32, out: &Path) -> PathBuf {
+    let img = image::open(photo).unwrap().to_rgb8();
+    save_jpeg(&image::imageops::blur(&img, sigma), out, 92);
+    out.to_path_buf()
+}
+
+fn templates_of(g: &Path, name: &str) -> usize {
+    stdout_json(&fg(g, &["gallery", "show", name]))["templates"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn enrollment_guard_rails() {
+    let dir = scratch("gallery-guards");
+    let g = gallery_in(&dir);
+    let ann = stdout_json(&fg(&g, &["enroll", "--name", "Ann", "--largest", path_str(&sample(1))]));
+    // The output says which face was taken.
+    let face = &ann["templates"][0];
+    assert_eq!(face["box"].as_array().map(Vec::len), Some(4), "{ann}");
+    assert!(
+        face["score"].as_f64().unwrap() > 0.7 && face["quality"].as_f64().unwrap() > 0.0,
+        "{ann}"
+    );
+    let text = facegate(
+        &[
+            "--gallery",
+            path_str(&g),
+            "enroll",
+            "--name",
+            "Cleo",
+            "--largest",
+            path_str(&sample(3)),
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("face at ") && text.contains("score") && text.contains("quality"),
+        "{text}"
+    );
+
+    // The same face under another name: refused, naming who it already is; --force overrides.
+    let copies = transformed_copies(&sample(1), &dir);
+    let bright = path_str(&copies[2].1);
+    fails_with(
+        &fg(&g, &["enroll", "--name", "Anna", "--largest", bright]),
+        4,
+        "matches Ann",
+    );
+    stdout_json(&fg(&g, &["enroll", "--name", "Anna", "--largest", "--force", bright]));
+    // Names are one person whatever their case.
+    fails_with(
+        &fg(&g, &["enroll", "--name", "ann", "--largest", path_str(&sample(4))]),
+        4,
+        "\"Ann\" is already enrolled",
+    );
+    // Photos of different people for one name.
+    fails_with(
+        &fg(
+            &g,
+            &[
+                "enroll",
+                "--name",
+                "Multi",
+                "--largest",
+                path_str(&sample(5)),
+                path_str(&sample(6)),
+            ],
+        ),
+        4,
+        "do not show the same person",
+    );
+    // Appending a photo that is already a template adds nothing, and says so; appending to
+    // a name nobody has is refused.
+    let again = stdout_json(&fg(
+        &g,
+        &["enroll", "--name", "Ann", "--append", "--largest", path_str(&sample(1))],
+    ));
+    assert_eq!(again["templates"].as_array().map(Vec::len), Some(0), "{again}");
+    assert_eq!(again["already_enrolled"][0], path_str(&sample(1)), "{again}");
+    assert_eq!(templates_of(&g, "Ann"), 1);
+    fails_with(
+        &fg(&g, &["enroll", "--name", "Nobody", "--append", path_str(&sample(1))]),
+        4,
+        "enroll without --append first",
+    );
+    // Blur that destroys identity is refused, with the numbers.
+    let blurred = blurred_copy(&sample(2), 12.0, &dir.join("blurred.jpg"));
+    let out = fg(&g, &["enroll", "--name", "Blur", "--largest", path_str(&blurred)]);
+    fails_with(&out, 4, "too blurred (sharpness");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need 8.0"));
+    let list = stdout_json(&fg(&g, &["gallery", "list"]));
+    let names: Vec<&str> = list["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["Ann", "Anna", "Cleo"],
+        "nothing of the refused enrollments was stored"
+    );
+}
+
+#[test]
+fn a_gallery_cannot_be_half_imported_and_keeps_its_dates() {
+    let dir = scratch("gallery-import");
+    let g = gallery_in(&dir);
+    stdout_json(&fg(&g, &["enroll", "--name", "Ann", "--largest", path_str(&sample(1))]));
+    stdout_json(&fg(
+        &g,
+        &["enroll", "--name", "Cleo", "--largest", path_str(&sample(3))],
+    ));
+    let file = dir.join("export.json");
+    stdout_json(&fg(&g, &["gallery", "export", path_str(&file)]));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    fails_with(&fg(&g, &["gallery", "export", path_str(&file)]), 4, "--force");
+    stdout_json(&fg(&g, &["gallery", "export", "--force", path_str(&file)]));
+    // `-` is standard output.
+    let out = fg(&g, &["gallery", "export", "-"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the export on stdout");
+    assert_eq!(doc["persons"].as_array().map(Vec::len), Some(2));
+
+    // One name twice (in another case) and an empty name: refused whole, nothing written.
+    let mut bad = doc.clone();
+    let mut second = bad["persons"][0].clone();
+    second["name"] = "ANN".into();
+    let mut empty = bad["persons"][1].clone();
+    empty["name"] = "".into();
+    bad["persons"].as_array_mut().unwrap().extend([second, empty]);
+    let bad_file = dir.join("bad.json");
+    std::fs::write(&bad_file, bad.to_string()).unwrap();
+    let g2 = dir.join("other/gallery.db");
+    let out = fg(&g2, &["gallery", "import", path_str(&bad_file)]);
+    fails_with(&out, 4, "more than once");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
+    if g2.exists() {
+        assert_eq!(
+            stdout_json(&fg(&g2, &["gallery", "list"]))["persons"]
+                .as_array()
+                .map(Vec::len),
+            Some(0)
+        );
+    }
+    // A good file goes in whole, keeping when each person was first enrolled.
+    stdout_json(&fg(&g2, &["gallery", "import", path_str(&file)]));
+    let list = stdout_json(&fg(&g2, &["gallery", "list"]));
+    let dates = |l: &Value| -> Vec<String> {
+        l["persons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["created"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(dates(&list), dates(&stdout_json(&fg(&g, &["gallery", "list"]))));
+    let mode = std::fs::metadata(g2.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "a gallery's new folder is private");
+}
+
+#[test]
+fn reading_a_missing_gallery_fails_and_creates_nothing() {
+    let dir = scratch("gallery-missing");
+    let g = dir.join("nowhere/gallery.db");
+    let photo = sample(1);
+    for args in [
+        vec!["identify", path_str(&photo)],
+        vec!["verify", path_str(&photo), "--name", "Ann"],
+        vec!["gallery", "list"],
+        vec!["gallery", "show", "Ann"],
+        vec!["gallery", "export", "-"],
+    ] {
+        fails_with(&fg(&g, &args), 7, "no gallery there");
+        assert!(
+            !g.exists() && !g.parent().unwrap().exists(),
+            "{args:?} created the gallery"
+        );
+    }
 }

@@ -33,13 +33,38 @@ impl Default for AdminConfig {
     }
 }
 
+/// One part of the daemon as `/ready` reports it: up or not, and why.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Part {
+    pub ready: bool,
+    /// What the part is doing, or its last error when it is not up.
+    pub reason: String,
+}
+
+impl Part {
+    pub fn new(ready: bool, reason: impl Into<String>) -> Part {
+        Part {
+            ready,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A camera's part.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct CameraPart {
+    pub name: String,
+    #[serde(flatten)]
+    pub part: Part,
+}
+
 /// What `/ready` reports: every part must be up.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Readiness {
-    pub models: bool,
-    pub gallery: bool,
-    pub broker: bool,
-    pub cameras: Vec<(String, bool)>,
+    pub models: Part,
+    pub gallery: Part,
+    pub broker: Part,
+    pub cameras: Vec<CameraPart>,
 }
 
 impl Readiness {
@@ -47,24 +72,21 @@ impl Readiness {
         self.not_ready().is_empty()
     }
 
-    /// The parts that are not up: `models`, `gallery`, `broker`, `camera NAME`.
+    /// The parts that are not up, each with its reason: `models: loading`,
+    /// `camera yard: …`.
     pub fn not_ready(&self) -> Vec<String> {
-        let mut parts: Vec<String> = [
-            ("models", self.models),
-            ("gallery", self.gallery),
-            ("broker", self.broker),
-        ]
-        .into_iter()
-        .filter(|(_, up)| !up)
-        .map(|(part, _)| part.to_string())
-        .collect();
-        parts.extend(
-            self.cameras
-                .iter()
-                .filter(|(_, up)| !up)
-                .map(|(name, _)| format!("camera {name}")),
-        );
-        parts
+        let named = [
+            ("models".to_string(), &self.models),
+            ("gallery".to_string(), &self.gallery),
+            ("broker".to_string(), &self.broker),
+        ];
+        let cameras = self.cameras.iter().map(|c| (format!("camera {}", c.name), &c.part));
+        named
+            .into_iter()
+            .chain(cameras)
+            .filter(|(_, p)| !p.ready)
+            .map(|(name, p)| format!("{name}: {}", p.reason))
+            .collect()
     }
 }
 
@@ -86,7 +108,8 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, axum::Json(serde_json::json!({"ready": r.ready(), "parts": r})))
+    let body = serde_json::json!({"ready": r.ready(), "waiting_for": r.not_ready(), "parts": r});
+    (code, axum::Json(body))
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -130,17 +153,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readiness_needs_every_part() {
+    fn readiness_needs_every_part_and_says_why() {
+        let up = |why: &str| Part::new(true, why);
         let mut r = Readiness {
-            models: true,
-            gallery: true,
-            broker: true,
-            cameras: vec![("door".into(), true)],
+            models: up("loaded"),
+            gallery: up("2 people"),
+            broker: up("connected"),
+            cameras: vec![CameraPart {
+                name: "door".into(),
+                part: up("frames flow"),
+            }],
         };
         assert!(r.ready());
-        r.cameras.push(("yard".into(), false));
+        r.cameras.push(CameraPart {
+            name: "yard".into(),
+            part: Part::new(false, "connection refused"),
+        });
         assert!(!r.ready());
-        r.broker = false;
-        assert_eq!(r.not_ready(), ["broker", "camera yard"]);
+        r.broker = Part::new(false, "cannot reach 127.0.0.1:1883");
+        assert_eq!(
+            r.not_ready(),
+            ["broker: cannot reach 127.0.0.1:1883", "camera yard: connection refused"]
+        );
     }
 }

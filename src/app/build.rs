@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::health::HealthProbe;
+use super::health::{CameraNotes, HealthProbe};
 use super::mqtt_metrics::PublisherCollector;
 use super::{CameraHandle, Daemon};
 use crate::admin::AdminState;
@@ -24,6 +24,7 @@ pub(crate) const RECOGNITION: &str = "recognition";
 
 pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, Error> {
     crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
+    log_cameras(&cfg);
     let cfg = Arc::new(cfg);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
@@ -69,12 +70,22 @@ pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, E
         start_cameras(&cfg, &mut cameras, &update_tx, &camera_stop, &telemetry);
     }
     drop(update_tx);
-    spawn_status_task(&cfg, update_rx, publisher.clone(), shutdown.clone(), telemetry.clone());
+    let camera_notes = CameraNotes::default();
+    spawn_status_task(
+        &cfg,
+        update_rx,
+        publisher.clone(),
+        camera_notes.clone(),
+        shutdown.clone(),
+        telemetry.clone(),
+    );
 
     let probe = Arc::new(HealthProbe::new(
         health.clone(),
         publisher.clone(),
+        cfg.mqtt.broker_address(),
         &cameras,
+        camera_notes,
         telemetry.clone(),
     ));
     if cfg.admin.enabled {
@@ -167,6 +178,7 @@ fn spawn_status_task(
     cfg: &Config,
     mut updates: mpsc::UnboundedReceiver<CameraUpdate>,
     publisher: Publisher,
+    notes: CameraNotes,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
 ) {
@@ -177,11 +189,19 @@ fn spawn_status_task(
         while let Some(update) = updates.recv().await {
             match &update.status {
                 CameraStatus::Online => publisher.camera_status(&update.camera, true),
-                CameraStatus::Offline { .. } => {
+                CameraStatus::Offline { reason } => {
+                    notes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(update.camera.to_string(), reason.clone());
                     CameraWentOffline { camera: &update.camera }.emit(&telemetry);
                     publisher.camera_status(&update.camera, false);
                 }
                 CameraStatus::Finished => {
+                    notes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(update.camera.to_string(), "the file ended".into());
                     publisher.camera_status(&update.camera, false);
                     finished.insert(update.camera.to_string());
                     if exit_when_finished && finished.len() == total {
@@ -192,6 +212,22 @@ fn spawn_status_task(
             }
         }
     });
+}
+
+/// Says at start which cameras will run (credentials in their URLs masked), and warns
+/// when there are none.
+fn log_cameras(cfg: &Config) {
+    if cfg.cameras.is_empty() {
+        tracing::warn!("no cameras configured ([[cameras]]): only remote commands and the event backlog are served");
+    }
+    for c in &cfg.cameras {
+        tracing::info!(
+            camera = %c.name,
+            url = %crate::video::redact_url(&c.url),
+            detect_fps = c.detect_fps,
+            "camera configured"
+        );
+    }
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) {

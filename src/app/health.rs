@@ -1,12 +1,14 @@
 //! Health of the running daemon: what `/ready` reports, and what systemd is told
 //! (READY, WATCHDOG keep-alives, STOPPING).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::CameraHandle;
 use super::build::RECOGNITION;
-use crate::admin::Readiness;
+use crate::admin::{CameraPart, Part, Readiness};
 use crate::events::Publisher;
 use crate::recognition::WorkerHealth;
 use crate::telemetry::Telemetry;
@@ -17,20 +19,29 @@ use crate::video::{CameraStats, FrameBus};
 pub(crate) struct HealthProbe {
     worker: Arc<WorkerHealth>,
     publisher: Publisher,
+    broker: String,
     cameras: Vec<(String, Arc<CameraStats>, Arc<FrameBus>)>,
+    camera_notes: CameraNotes,
     telemetry: Arc<Telemetry>,
 }
+
+/// Each camera's last reported problem, for `/ready`.
+pub(crate) type CameraNotes = Arc<Mutex<HashMap<String, String>>>;
 
 impl HealthProbe {
     pub fn new(
         worker: Arc<WorkerHealth>,
         publisher: Publisher,
+        broker: String,
         cameras: &[CameraHandle],
+        camera_notes: CameraNotes,
         telemetry: Arc<Telemetry>,
     ) -> HealthProbe {
         HealthProbe {
             worker,
             publisher,
+            broker,
+            camera_notes,
             cameras: cameras
                 .iter()
                 .map(|c| (c.name.clone(), c.stats.clone(), c.bus.clone()))
@@ -43,18 +54,40 @@ impl HealthProbe {
         let t = &self.telemetry;
         t.outbox_depth.set(self.publisher.outbox_depth() as i64);
         t.broker_connected.set(self.publisher.connected() as i64);
+        let notes = self.camera_notes.lock().unwrap_or_else(|e| e.into_inner());
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (name, stats, bus) in &self.cameras {
             let depth = bus.queue_depth(RECOGNITION).unwrap_or(0);
             t.queue_depth
                 .get_or_create(&Telemetry::consumer(name, RECOGNITION))
                 .set(depth as i64);
-            cameras.push((name.clone(), stats.online.get() == 1));
+            let online = stats.online.get() == 1;
+            let reason = match (online, notes.get(name)) {
+                (true, _) => "frames flow".to_string(),
+                (false, Some(why)) => why.clone(),
+                (false, None) => "starting".to_string(),
+            };
+            cameras.push(CameraPart {
+                name: name.clone(),
+                part: Part::new(online, reason),
+            });
         }
+        let connected = self.publisher.connected();
+        let broker = if connected {
+            format!("connected to {}", self.broker)
+        } else {
+            format!("not connected to {} (retrying)", self.broker)
+        };
         Readiness {
-            models: self.worker.models_loaded.load(std::sync::atomic::Ordering::Relaxed),
-            gallery: self.worker.gallery_open.load(std::sync::atomic::Ordering::Relaxed),
-            broker: self.publisher.connected(),
+            models: Part::new(
+                self.worker.models_loaded.load(Ordering::Relaxed),
+                WorkerHealth::read(&self.worker.models_note),
+            ),
+            gallery: Part::new(
+                self.worker.gallery_open.load(Ordering::Relaxed),
+                WorkerHealth::read(&self.worker.gallery_note),
+            ),
+            broker: Part::new(connected, broker),
             cameras,
         }
     }
@@ -111,12 +144,12 @@ impl Systemd {
     /// `ready_timeout`: a camera or a broker that is down must not keep the service from
     /// starting (systemd would kill it) and the working cameras idle.
     fn maybe_ready(&mut self, r: &Readiness) {
-        let timed_out = r.models && r.gallery && self.started.elapsed() >= self.ready_timeout;
+        let timed_out = r.models.ready && r.gallery.ready && self.started.elapsed() >= self.ready_timeout;
         if r.ready() {
             tracing::info!("ready");
         } else if timed_out {
             tracing::warn!(
-                waiting_for = %r.not_ready().join(", "),
+                waiting_for = %r.not_ready().join("; "),
                 "started without every part ready (/ready says which); they are retried in the background"
             );
         }

@@ -209,7 +209,7 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
     // 1. Write, one transaction per person.
     let started = Instant::now();
     {
-        let mut store = Store::open(&gcfg.path)?;
+        let mut store = Store::open_or_create(&gcfg.path)?;
         let mut rng = Rng::new(args.seed, 2);
         let meta = serde_json::json!({});
         for (p, c) in centres.iter().enumerate() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 mod gallery;
+mod logging;
 mod sign;
 
 use crate::config::{Config, Overrides};
@@ -110,31 +111,31 @@ pub fn main() -> ExitCode {
     // The daemon says what it does; one-shot commands only warn.
     // rumqttd (the in-process broker) logs every client disconnect as an error: silenced
     // unless FACEGATE_LOG asks for it.
-    init_tracing(if matches!(cli.command, Command::Run { .. }) {
+    let default_filter = if matches!(cli.command, Command::Run { .. }) {
         "info,rumqttd=off"
     } else {
         "warn,rumqttd=off"
-    });
+    };
+    if let Err(e) = logging::init(default_filter) {
+        return report_error(&e, cli.json);
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        // The result was printed; the status says "no match".
+        Err(Error::NotVerified) => ExitCode::from(Error::NotVerified.exit_code()),
+        Err(e) => report_error(&e, cli.json),
     }
 }
 
-/// Logs go to stderr, warnings and up unless `FACEGATE_LOG` (tracing's filter syntax) says otherwise.
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FACEGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: not in journald or log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// One line on stderr, and with `--json` the error as a JSON object on stdout too, so that
+/// a program reading stdout always gets JSON.
+fn report_error(e: &Error, json: bool) -> ExitCode {
+    eprintln!("error: {e}");
+    if json {
+        let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+        println!("{body}");
+    }
+    ExitCode::from(e.exit_code())
 }
 
 pub fn run(cli: &Cli) -> Result<(), Error> {

@@ -127,6 +127,14 @@ impl Config {
         }
     }
 
+    /// The rules every enrollment is held to (CLI and remote commands alike).
+    pub fn enroll_rules(&self) -> crate::gallery::enroll::EnrollRules {
+        crate::gallery::enroll::EnrollRules {
+            limits: self.images,
+            same_person_threshold: self.recognition.threshold,
+        }
+    }
+
     /// Every problem with the values, each prefixed by its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();

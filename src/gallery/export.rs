@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{NewTemplate, Store};
+use super::enroll::normalize_name;
+use super::store::{ImportedPerson, NewTemplate, Store, name_key};
+use crate::engine::same_model;
 use crate::error::Error;
 use crate::vision::embedder::EMBEDDING_DIM;
 
@@ -80,46 +82,74 @@ pub fn parse(text: &str) -> Result<ExportFile, String> {
     Ok(doc)
 }
 
-/// Every reason the document cannot be imported into `store` for embedding model `model`.
+/// Every reason the document cannot be imported into `store` for embedding model `model`,
+/// each naming the person: names invalid, repeated in the file (case does not count) or
+/// already enrolled, templates of another model or of the wrong length, unreadable dates.
 pub fn import_problems(store: &Store, doc: &ExportFile, model: &str) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
-    for p in &doc.persons {
-        if store.person(&p.name)?.is_some() {
-            problems.push(format!("{:?} is already enrolled", p.name));
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in doc.persons.iter().enumerate() {
+        let who = format!("persons[{i}] {:?}", p.name);
+        match normalize_name(&p.name) {
+            Ok(name) if name != p.name => problems.push(format!("{who}: surrounding white space in the name")),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{who}: {e}")),
         }
-        if let Some(t) = p.templates.iter().find(|t| t.model != model) {
+        if !seen.insert(name_key(&p.name)) {
+            problems.push(format!("{who}: the name appears more than once in the file"));
+        }
+        if let Some(taken) = store.person(&p.name)? {
+            problems.push(format!("{who}: {:?} is already enrolled", taken.name));
+        }
+        if !p.metadata.is_object() {
+            problems.push(format!("{who}: metadata is not a JSON object"));
+        }
+        if chrono::DateTime::parse_from_rfc3339(&p.created).is_err() {
+            problems.push(format!("{who}: created {:?} is not an RFC 3339 date", p.created));
+        }
+        if p.templates.is_empty() {
+            problems.push(format!("{who}: no templates"));
+        }
+        if let Some(t) = p.templates.iter().find(|t| !same_model(&t.model, model)) {
             problems.push(format!(
-                "{:?} has templates of model {} (this facegate: {model})",
-                p.name, t.model
+                "{who}: templates of model {} (this facegate: {model})",
+                t.model
             ));
         }
         if p.templates.iter().any(|t| t.embedding.len() != EMBEDDING_DIM) {
-            problems.push(format!("{:?} has an embedding of the wrong length", p.name));
+            problems.push(format!("{who}: an embedding of the wrong length"));
         }
     }
     Ok(problems)
 }
 
-/// Imports the document after checking it whole: nothing is written when any person has a
-/// problem. Returns the number of people imported.
+/// Imports the document after checking it whole, in one transaction: nothing is written
+/// when anything is wrong. Each person keeps the date they were first enrolled. Returns
+/// the number of people imported.
 pub fn import(store: &mut Store, doc: &ExportFile, model: &str) -> Result<usize, Error> {
     let problems = import_problems(store, doc, model)?;
     if !problems.is_empty() {
         return Err(Error::Rejected(format!("nothing imported: {}", problems.join("; "))));
     }
-    for p in &doc.persons {
-        let templates: Vec<NewTemplate> = p
-            .templates
-            .iter()
-            .map(|t| NewTemplate {
-                embedding: t.embedding.clone(),
-                model: t.model.clone(),
-                quality: t.quality,
-                source_sha256: t.source_sha256.clone(),
-                crop: None,
-            })
-            .collect();
-        store.enroll(&p.name, &p.metadata, &templates, false)?;
-    }
-    Ok(doc.persons.len())
+    let people: Vec<ImportedPerson> = doc
+        .persons
+        .iter()
+        .map(|p| ImportedPerson {
+            name: p.name.clone(),
+            created: p.created.clone(),
+            metadata: p.metadata.clone(),
+            templates: p
+                .templates
+                .iter()
+                .map(|t| NewTemplate {
+                    embedding: t.embedding.clone(),
+                    model: model.to_string(),
+                    quality: t.quality,
+                    source_sha256: t.source_sha256.clone(),
+                    crop: None,
+                })
+                .collect(),
+        })
+        .collect();
+    store.import(&people)
 }

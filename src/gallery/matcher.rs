@@ -43,6 +43,26 @@ pub fn decide(candidates: &[Candidate], threshold: f32, margin: f32) -> MatchDec
     }
 }
 
+/// Why [`decide`] finds a face unknown, for a person to read; `None` when it matches.
+pub fn unknown_reason(candidates: &[Candidate], threshold: f32, margin: f32) -> Option<String> {
+    if decide(candidates, threshold, margin) == MatchDecision::Match {
+        return None;
+    }
+    let Some(best) = candidates.first() else {
+        return Some("nobody is enrolled".into());
+    };
+    match candidates.get(1) {
+        Some(second) if best.similarity >= threshold => Some(format!(
+            "{} ({:.3}) is within the margin {margin:.2} of {} ({:.3})",
+            best.name, best.similarity, second.name, second.similarity
+        )),
+        _ => Some(format!(
+            "below the threshold: the most similar person, {}, scores {:.3} < {threshold:.3}",
+            best.name, best.similarity
+        )),
+    }
+}
+
 /// 1:1 rule: the claimed person's best template similarity reaches `threshold`.
 pub fn verified(similarity: f32, threshold: f32) -> bool {
     similarity >= threshold
@@ -64,6 +84,19 @@ mod tests {
             name: format!("p{id}"),
             similarity: s,
         }
+    }
+
+    #[test]
+    fn unknown_faces_say_why() {
+        assert_eq!(unknown_reason(&[c(1, 0.6)], 0.4, 0.05), None);
+        assert_eq!(unknown_reason(&[], 0.4, 0.05).as_deref(), Some("nobody is enrolled"));
+        let low = unknown_reason(&[c(1, 0.3), c(2, 0.1)], 0.4, 0.05).unwrap();
+        assert!(
+            low.contains("below the threshold") && low.contains("p1") && low.contains("0.300"),
+            "{low}"
+        );
+        let close = unknown_reason(&[c(1, 0.6), c(2, 0.58)], 0.4, 0.05).unwrap();
+        assert!(close.contains("within the margin") && close.contains("p2"), "{close}");
     }
 
     #[test]

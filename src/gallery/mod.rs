@@ -83,6 +83,14 @@ impl GalleryConfig {
     }
 }
 
+/// Every removal is logged with the name and its outcome, whoever asked for it.
+pub fn log_removal(name: &str, outcome: &Result<usize, Error>) {
+    match outcome {
+        Ok(n) => tracing::info!(name, templates = n, "person removed"),
+        Err(e) => tracing::info!(name, error = %e, "removal refused"),
+    }
+}
+
 /// The store plus an index that follows it.
 pub struct Gallery {
     store: Store,
@@ -94,10 +102,19 @@ pub struct Gallery {
 }
 
 impl Gallery {
-    /// Opens the gallery and indexes its templates. Refuses a gallery holding templates
-    /// of another embedding model: they are not comparable.
+    /// Opens the gallery, which must exist, and indexes its templates. Refuses a gallery
+    /// holding templates of another embedding model: they are not comparable.
     pub fn open(cfg: &GalleryConfig, model: &str) -> Result<Gallery, Error> {
-        let store = Store::open(&cfg.path)?;
+        Gallery::with_store(Store::open(&cfg.path)?, cfg, model)
+    }
+
+    /// Like [`Gallery::open`], creating an empty gallery when there is none (enrollment,
+    /// the daemon).
+    pub fn open_or_create(cfg: &GalleryConfig, model: &str) -> Result<Gallery, Error> {
+        Gallery::with_store(Store::open_or_create(&cfg.path)?, cfg, model)
+    }
+
+    fn with_store(store: Store, cfg: &GalleryConfig, model: &str) -> Result<Gallery, Error> {
         let mut g = Gallery {
             store,
             index: TemplateIndex::new(cfg.index.clone()),
@@ -111,7 +128,12 @@ impl Gallery {
     }
 
     fn check_models(&self) -> Result<(), Error> {
-        let foreign: Vec<String> = self.store.models()?.into_iter().filter(|m| m != &self.model).collect();
+        let foreign: Vec<String> = self
+            .store
+            .models()?
+            .into_iter()
+            .filter(|m| !crate::engine::same_model(m, &self.model))
+            .collect();
         if foreign.is_empty() {
             Ok(())
         } else {
@@ -195,7 +217,10 @@ impl Gallery {
         templates: Vec<NewTemplate>,
         append: bool,
     ) -> Result<(Person, Vec<i64>), Error> {
-        if templates.iter().any(|t| t.model != self.model) {
+        if templates
+            .iter()
+            .any(|t| !crate::engine::same_model(&t.model, &self.model))
+        {
             return Err(Error::Gallery(format!(
                 "templates must be of embedding model {}",
                 self.model
@@ -208,7 +233,9 @@ impl Gallery {
 
     /// Forgets a person: every template leaves the store and the index.
     pub fn remove(&mut self, name: &str) -> Result<usize, Error> {
-        let n = self.store.remove(name)?;
+        let n = self.store.remove(name);
+        log_removal(name, &n);
+        let n = n?;
         self.refresh()?;
         Ok(n)
     }

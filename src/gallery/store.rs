@@ -12,7 +12,8 @@ use crate::error::Error;
 use crate::vision::embedder::EMBEDDING_DIM;
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE persons (
         id       INTEGER PRIMARY KEY,
         name     TEXT NOT NULL UNIQUE,
@@ -42,7 +43,13 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE TRIGGER templates_removed AFTER DELETE ON templates BEGIN
         INSERT INTO changes (op, template_id, person_id) VALUES ('del', OLD.id, OLD.person_id);
     END;
-"#];
+"#,
+    // Names are unique without regard to case ("Ann" and "ann" are one person): `name_key`
+    // is the lower-case name, filled in by `fill_name_keys` (Unicode lower case is Rust's).
+    r#"
+    ALTER TABLE persons ADD COLUMN name_key TEXT;
+"#,
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -124,12 +131,35 @@ pub fn blob_to_embedding(b: &[u8]) -> Option<Vec<f32>> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the gallery at `path` and brings its schema up to date.
+    /// Opens the gallery at `path`, which must exist, and brings its schema up to date.
+    /// A missing gallery is an error: reading one that is not there must not silently
+    /// create an empty one.
     pub fn open(path: &Path) -> Result<Store, Error> {
-        let err = |e: String| Error::Gallery(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create its folder: {e}")))?;
+        if !path.is_file() {
+            return Err(Error::Gallery(format!(
+                "{}: no gallery there (enroll someone first, or check gallery.path / --gallery)",
+                path.display()
+            )));
         }
+        Store::connect(path)
+    }
+
+    /// Opens the gallery at `path`, creating it (and its folder, private to this user)
+    /// when missing: for enrollment and import.
+    pub fn open_or_create(path: &Path) -> Result<Store, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::Gallery(format!("{}: cannot create its folder: {e}", path.display())))?;
+        }
+        Store::connect(path)
+    }
+
+    fn connect(path: &Path) -> Result<Store, Error> {
+        let err = |e: String| Error::Gallery(format!("{}: {e}", path.display()));
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| err(e.to_string()))?;
@@ -144,7 +174,36 @@ impl Store {
             path: path.to_path_buf(),
         };
         store.migrate().map_err(err)?;
+        store.fill_name_keys().map_err(err)?;
         Ok(store)
+    }
+
+    /// Gives every person without one its `name_key`, then makes the keys unique. Two
+    /// people whose names differ only in case (possible before keys existed) are reported.
+    fn fill_name_keys(&mut self) -> Result<(), String> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let missing: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT id, name FROM persons WHERE name_key IS NULL")
+                .map_err(|e| e.to_string())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| e.to_string())?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| e.to_string())?
+        };
+        for (id, name) in &missing {
+            tx.execute(
+                "UPDATE persons SET name_key = ?1 WHERE id = ?2",
+                params![name_key(name), id],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS persons_name_key ON persons(name_key)")
+            .map_err(|e| format!("two people have names that differ only in case; rename one ({e})"))?;
+        tx.commit().map_err(|e| e.to_string())
     }
 
     pub fn path(&self) -> &Path {
@@ -188,8 +247,8 @@ impl Store {
             .conn
             .query_row(
                 "SELECT p.id, p.name, p.created, p.metadata, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)
-                 FROM persons p WHERE p.name = ?1",
-                [name],
+                 FROM persons p WHERE p.name_key = ?1",
+                [name_key(name)],
                 row_to_person,
             )
             .optional();
@@ -335,25 +394,27 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db)?;
-        let existing: Option<i64> = tx
-            .query_row("SELECT id FROM persons WHERE name = ?1", [name], |r| r.get(0))
+        let existing: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, name FROM persons WHERE name_key = ?1",
+                [name_key(name)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(db)?;
         let person_id = match (existing, append) {
-            (Some(_), false) => {
+            (Some((_, taken)), false) => {
                 return Err(Error::Rejected(format!(
-                    "a person named {name:?} is already enrolled (use --append to add photos)"
+                    "a person named {taken:?} is already enrolled (use --append to add photos)"
                 )));
             }
-            (Some(id), true) => id,
-            (None, _) => {
-                tx.execute(
-                    "INSERT INTO persons (name, created, metadata) VALUES (?1, ?2, ?3)",
-                    params![name, now_rfc3339(), metadata.to_string()],
-                )
-                .map_err(db)?;
-                tx.last_insert_rowid()
+            (Some((id, _)), true) => id,
+            (None, true) => {
+                return Err(Error::Rejected(format!(
+                    "no person named {name:?} is enrolled: enroll without --append first"
+                )));
             }
+            (None, false) => insert_person(&tx, name, &now_rfc3339(), metadata).map_err(db)?,
         };
         let ids = insert_templates(&tx, person_id, templates).map_err(db)?;
         trim_change_log(&tx).map_err(db)?;
@@ -362,6 +423,25 @@ impl Store {
             .person(name)?
             .ok_or_else(|| Error::Gallery(format!("{name} vanished after enrolment")))?;
         Ok((person, ids))
+    }
+
+    /// Adds several people with their templates in one transaction, keeping each one's
+    /// `created` date: all of them or none. Names must not be taken (checked by the caller
+    /// first, and again by the unique index).
+    pub fn import(&mut self, people: &[ImportedPerson]) -> Result<usize, Error> {
+        let path = self.path.clone();
+        let db = |e: rusqlite::Error| Error::Gallery(format!("{}: {e}", path.display()));
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for p in people {
+            let id = insert_person(&tx, &p.name, &p.created, &p.metadata).map_err(db)?;
+            insert_templates(&tx, id, &p.templates).map_err(db)?;
+        }
+        trim_change_log(&tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(people.len())
     }
 
     /// Deletes a person and every template (and crop) of theirs; returns how many templates.
@@ -373,7 +453,9 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db)?;
         let id: Option<i64> = tx
-            .query_row("SELECT id FROM persons WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT id FROM persons WHERE name_key = ?1", [name_key(name)], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db)?;
         let Some(id) = id else {
@@ -403,6 +485,32 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A person to import, with the date of their first enrollment.
+pub struct ImportedPerson {
+    pub name: String,
+    pub created: String,
+    pub metadata: serde_json::Value,
+    pub templates: Vec<NewTemplate>,
+}
+
+/// The key that makes names unique: "Ann" and "ann" are one person.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+fn insert_person(
+    tx: &Transaction<'_>,
+    name: &str,
+    created: &str,
+    metadata: &serde_json::Value,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO persons (name, name_key, created, metadata) VALUES (?1, ?2, ?3, ?4)",
+        params![name, name_key(name), created, metadata.to_string()],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 fn insert_templates(tx: &Transaction<'_>, person_id: i64, templates: &[NewTemplate]) -> rusqlite::Result<Vec<i64>> {
@@ -470,7 +578,7 @@ mod tests {
     #[test]
     fn enroll_list_remove_and_change_log() {
         let path = tmp_db("basic");
-        let mut s = Store::open(&path).unwrap();
+        let mut s = Store::open_or_create(&path).unwrap();
         let vs = unit_vectors(3, 1);
         let (p, ids) = s
             .enroll(
@@ -506,10 +614,61 @@ mod tests {
     }
 
     #[test]
+    fn names_are_one_person_whatever_their_case() {
+        let path = tmp_db("case");
+        let mut s = Store::open_or_create(&path).unwrap();
+        let vs = unit_vectors(3, 3);
+        s.enroll("Ann", &serde_json::json!({}), &[template(vs[0].clone())], false)
+            .unwrap();
+        let e = s
+            .enroll("ann", &serde_json::json!({}), &[template(vs[1].clone())], false)
+            .unwrap_err();
+        assert!(e.to_string().contains("\"Ann\" is already enrolled"), "{e}");
+        assert_eq!(s.person("ANN").unwrap().unwrap().name, "Ann");
+        let e = s
+            .enroll("Zoë", &serde_json::json!({}), &[template(vs[2].clone())], true)
+            .unwrap_err();
+        assert!(e.to_string().contains("enroll without --append first"), "{e}");
+        assert_eq!(s.remove("aNN").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_missing_gallery_is_not_created_by_open() {
+        let path = tmp_db("missing");
+        let e = Store::open(&path).err().unwrap();
+        assert!(
+            matches!(e, Error::Gallery(_)) && e.to_string().contains("no gallery there"),
+            "{e}"
+        );
+        assert!(!path.exists());
+        Store::open_or_create(&path).unwrap();
+        assert!(Store::open(&path).is_ok());
+    }
+
+    #[test]
+    fn import_keeps_dates_and_is_all_or_nothing() {
+        let path = tmp_db("import");
+        let mut s = Store::open_or_create(&path).unwrap();
+        let vs = unit_vectors(2, 4);
+        let person = |name: &str, v: &Vec<f32>| ImportedPerson {
+            name: name.into(),
+            created: "2020-01-02T03:04:05.000Z".into(),
+            metadata: serde_json::json!({}),
+            templates: vec![template(v.clone())],
+        };
+        assert_eq!(s.import(&[person("A", &vs[0]), person("B", &vs[1])]).unwrap(), 2);
+        assert_eq!(s.person("a").unwrap().unwrap().created, "2020-01-02T03:04:05.000Z");
+        // A name taken inside the batch: nothing of it is written.
+        assert!(s.import(&[person("C", &vs[0]), person("b", &vs[1])]).is_err());
+        assert!(s.person("C").unwrap().is_none());
+        assert_eq!(s.template_count().unwrap(), 2);
+    }
+
+    #[test]
     fn reopening_keeps_data_and_schema_version() {
         let path = tmp_db("reopen");
         {
-            let mut s = Store::open(&path).unwrap();
+            let mut s = Store::open_or_create(&path).unwrap();
             s.enroll(
                 "Bo",
                 &serde_json::json!({}),
@@ -527,7 +686,7 @@ mod tests {
     #[test]
     fn refuses_newer_schema_and_non_databases() {
         let path = tmp_db("newer");
-        drop(Store::open(&path).unwrap());
+        drop(Store::open_or_create(&path).unwrap());
         let c = Connection::open(&path).unwrap();
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);

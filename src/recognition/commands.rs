@@ -36,8 +36,9 @@ pub(crate) fn handle(engine: &mut FaceEngine, gallery: &mut Gallery, ctx: &Worke
                 largest,
                 append,
                 metadata: metadata.unwrap_or_else(|| json!({})),
+                force: false,
             };
-            let result = enroll::enroll(engine, gallery, &ctx.cfg.images, request).map(|done| done.to_json());
+            let result = enroll::enroll(engine, gallery, &ctx.cfg.enroll_rules(), request).map(|done| done.to_json());
             (name, result)
         }
         Command::Remove { name, .. } => {

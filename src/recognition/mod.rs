@@ -36,6 +36,10 @@ const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 pub struct WorkerHealth {
     pub models_loaded: AtomicBool,
     pub gallery_open: AtomicBool,
+    /// What the models run on, once loaded; why loading failed, when it did.
+    pub models_note: std::sync::Mutex<String>,
+    /// The gallery's file and counts, kept up to date.
+    pub gallery_note: std::sync::Mutex<String>,
     /// When the worker last went round its loop, in ms since `epoch`.
     beat_ms: AtomicU64,
     epoch: Instant,
@@ -46,6 +50,8 @@ impl Default for WorkerHealth {
         WorkerHealth {
             models_loaded: AtomicBool::new(false),
             gallery_open: AtomicBool::new(false),
+            models_note: std::sync::Mutex::new("loading".into()),
+            gallery_note: std::sync::Mutex::new("opening".into()),
             beat_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -61,6 +67,15 @@ impl WorkerHealth {
     fn beat(&self) {
         self.beat_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn note(slot: &std::sync::Mutex<String>, text: String) {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = text;
+    }
+
+    /// A copy of a note.
+    pub fn read(slot: &std::sync::Mutex<String>) -> String {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Time since the worker last went round its loop.
@@ -119,9 +134,18 @@ pub fn spawn(
     ctx: WorkerContext,
     inputs: WorkerInputs,
 ) -> std::io::Result<std::thread::JoinHandle<Result<LatencySamples, Error>>> {
-    std::thread::Builder::new()
-        .name("recognition".into())
-        .spawn(move || Worker::load(ctx)?.run(inputs))
+    std::thread::Builder::new().name("recognition".into()).spawn(move || {
+        let health = ctx.health.clone();
+        let worker = Worker::load(ctx).inspect_err(|e| {
+            let slot = if health.models_loaded.load(Ordering::Relaxed) {
+                &health.gallery_note
+            } else {
+                &health.models_note
+            };
+            WorkerHealth::note(slot, format!("failed: {e}"));
+        })?;
+        worker.run(inputs)
+    })
 }
 
 /// One input the select woke up for.
@@ -147,8 +171,11 @@ struct Worker {
 impl Worker {
     fn load(ctx: WorkerContext) -> Result<Worker, Error> {
         let engine = FaceEngine::load(&ctx.cfg.models, &ctx.cfg.inference, &ctx.cfg.detector)?;
+        let on = format!("detector and embedder on {}", engine.provider().as_str());
+        tracing::info!(provider = engine.provider().as_str(), "models loaded");
+        WorkerHealth::note(&ctx.health.models_note, on);
         ctx.health.models_loaded.store(true, Ordering::Relaxed);
-        let gallery = Gallery::open(&ctx.cfg.gallery, engine.model_id())?;
+        let gallery = Gallery::open_or_create(&ctx.cfg.gallery, engine.model_id())?;
         ctx.health.gallery_open.store(true, Ordering::Relaxed);
         let trackers = Trackers::new(ctx.cfg.tracker.clone());
         let worker = Worker {
@@ -159,6 +186,13 @@ impl Worker {
             latencies: LatencySamples::default(),
         };
         worker.report_gallery();
+        let (persons, templates) = (worker.gallery.person_count(), worker.gallery.index().len());
+        let path = worker.ctx.cfg.gallery.path.display().to_string();
+        if persons == 0 {
+            tracing::warn!(gallery = %path, "nobody is enrolled: every face will be unknown (facegate enroll)");
+        } else {
+            tracing::info!(gallery = %path, persons, templates, "gallery open");
+        }
         Ok(worker)
     }
 
@@ -263,11 +297,13 @@ impl Worker {
     }
 
     fn report_gallery(&self) {
-        GalleryRefreshed {
-            persons: self.gallery.person_count(),
-            templates: self.gallery.index().len(),
-        }
-        .emit(&self.ctx.telemetry);
+        let (persons, templates) = (self.gallery.person_count(), self.gallery.index().len());
+        let note = format!(
+            "{persons} people, {templates} templates in {}",
+            self.ctx.cfg.gallery.path.display()
+        );
+        WorkerHealth::note(&self.ctx.health.gallery_note, note);
+        GalleryRefreshed { persons, templates }.emit(&self.ctx.telemetry);
     }
 
     fn command(&mut self, command: Command) {

@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 pub use bus::{ConsumerCounters, ConsumerSpec, FrameBus, FrameReceiver, QueuePolicy};
 pub use camera::spawn_camera;
 pub use config::{CameraConfig, RtspTransport};
-pub use source::SourceKind;
+pub use source::{SourceKind, redact_url};
 pub use synth::{DemoSegment, DemoVideoInfo, DemoVideoOptions, make_demo_video};
 
 /// One decoded frame, as every consumer of the camera's bus receives it.

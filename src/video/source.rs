@@ -57,6 +57,22 @@ pub fn classify(url: &str) -> Result<SourceKind, String> {
     }
 }
 
+/// `url` with the password of any `user:password@` part replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// The scheme of `s` when it starts with one (`[A-Za-z][A-Za-z0-9+.-]*:`).
 fn uri_scheme(s: &str) -> Option<&str> {
     let end = s.find(':')?;
@@ -134,6 +150,17 @@ mod tests {
         };
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(uri, file_uri(&cwd.join("v.mp4")));
+    }
+
+    #[test]
+    fn passwords_are_masked_in_logs() {
+        assert_eq!(
+            redact_url("rtsp://admin:s3cret@cam:554/live"),
+            "rtsp://admin:***@cam:554/live"
+        );
+        assert_eq!(redact_url("rtsp://cam/live"), "rtsp://cam/live");
+        assert_eq!(redact_url("rtsp://user@cam/x@y"), "rtsp://user@cam/x@y");
+        assert_eq!(redact_url("/videos/door.mp4"), "/videos/door.mp4");
     }
 
     #[test]
