@@ -176,3 +176,43 @@ fn bad_configuration_reports_every_problem() {
         "{stderr}"
     );
 }
+
+#[test]
+fn json_errors_are_json_on_stdout_too() {
+    let out = facegate(&["--json", "detect", "/nonexistent/face.jpg"], &[]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(v["error"]["kind"], "input", "{v}");
+    assert_eq!(v["error"]["exit_code"], 4, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no such file"), "{v}");
+}
+
+#[test]
+fn detect_prints_landmarks_in_plain_text() {
+    let out = facegate(&["detect", path_str(&sample(1))], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("right eye ") && text.contains("left mouth "), "{text}");
+}
+
+#[test]
+fn log_settings_are_checked() {
+    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE_LOG", "info,=bad=")]);
+    assert_one_line_error(&out, 3, "FACEGATE_LOG");
+    let out = facegate(&["detect", path_str(&sample(1))], &[("FACEGATE_LOG_FORMAT", "xml")]);
+    assert_one_line_error(&out, 3, "FACEGATE_LOG_FORMAT");
+    // JSON logs: every line on stderr is one JSON object.
+    let out = facegate(
+        &["detect", path_str(&sample(1))],
+        &[("FACEGATE_LOG", "info"), ("FACEGATE_LOG_FORMAT", "json")],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() > 0, "info logs expected");
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+}

@@ -253,6 +253,9 @@ pub(crate) fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> 
     }
 }
 
+/// YuNet's landmark order, as `detect` prints it.
+const LANDMARK_NAMES: [&str; 5] = ["right eye", "left eye", "nose", "right mouth", "left mouth"];
+
 #[derive(Debug, Serialize)]
 pub struct FaceReport {
     #[serde(flatten)]
@@ -280,10 +283,18 @@ impl ImageReport {
         );
         for (i, f) in self.faces.iter().enumerate() {
             let [x, y, w, h] = f.detection.bbox;
+            let marks: Vec<String> = f
+                .detection
+                .landmarks
+                .iter()
+                .zip(LANDMARK_NAMES)
+                .map(|([lx, ly], name)| format!("{name} {lx:.0},{ly:.0}"))
+                .collect();
             s.push_str(&format!(
-                "\n  #{} box {x:.0},{y:.0} {w:.0}×{h:.0}  score {:.3}",
+                "\n  #{} box {x:.0},{y:.0} {w:.0}×{h:.0}  score {:.3}\n     {}",
                 i + 1,
-                f.detection.score
+                f.detection.score,
+                marks.join("  ")
             ));
             if let Some(e) = &f.embedding {
                 s.push_str(&format!("  embedding [{:.3}, {:.3}, … {} values]", e[0], e[1], e.len()));
