@@ -10,6 +10,7 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 
+mod config_cmd;
 mod gallery;
 mod sign;
 
@@ -94,8 +95,12 @@ pub enum Command {
     /// Inspect and manage the gallery.
     #[command(subcommand)]
     Gallery(gallery::GalleryCommand),
-    /// Check the configuration and report every problem at once.
+    /// Check the configuration and the files it names (models, ONNX Runtime, camera
+    /// videos); report every problem at once, one per line.
     ValidateConfig,
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Time the detector and the embedder on CPU or CUDA.
     Bench(crate::bench::BenchArgs),
     /// Time the gallery at scale on synthetic embeddings: write, open, search, recall.
@@ -118,7 +123,13 @@ pub fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Configuration problems one per line, so that each names its key in the journal.
+            match &e {
+                Error::Config(problems) if !problems.is_empty() => {
+                    problems.iter().for_each(|p| eprintln!("error: {p}"));
+                }
+                _ => eprintln!("error: {e}"),
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -143,14 +154,16 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         gallery: cli.gallery.clone(),
         device: cli.device,
     };
-    let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+    let file = cli.config.as_deref();
+    let cfg = match &cli.command {
+        Command::ValidateConfig => return config_cmd::validate(file, &overrides, cli.json),
+        Command::Config(cmd) => return config_cmd::config(cmd, file, &overrides, cli.json),
+        // The daemon refuses what validate-config reports, with the same lines.
+        Command::Run { .. } => Config::load_checked(file, &overrides)?,
+        _ => Config::load(file, &overrides)?,
+    };
     match &cli.command {
-        Command::ValidateConfig => {
-            print(cli.json, &json!({"valid": true}), || {
-                "configuration is valid".to_string()
-            });
-            Ok(())
-        }
+        Command::ValidateConfig | Command::Config(_) => Ok(()),
         Command::Detect { image } => {
             let img = load_image(image, &cfg.images)?;
             let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
