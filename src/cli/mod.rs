@@ -224,7 +224,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::MakeVideo { out, seconds } => {
             crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
             let samples: Vec<PathBuf> = (1..=6)
-                .map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg")))
+                .map(|i| cfg.models.resolve(Path::new(&format!("samples/sample{i}.jpg"))))
                 .collect();
             let opts = crate::video::synth::DemoVideoOptions {
                 seconds: *seconds,

@@ -82,7 +82,7 @@ pub fn verify(role: Role, path: &Path) -> Result<(), String> {
 }
 
 fn short(hex: &str) -> String {
-    format!("{}…", &hex[..hex.len().min(16)])
+    format!("{}…", hex.get(..16).unwrap_or(hex))
 }
 
 fn sha256_file(path: &Path) -> Result<String, String> {

@@ -143,7 +143,7 @@ pub fn read_file(tree: &mut Tree, path: &Path) -> Result<(), String> {
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
@@ -178,7 +178,7 @@ fn toml_to_json(value: toml::Value, path: &[String], problems: &mut Vec<(String,
             table
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let p = [path, &[k.clone()]].concat();
+                    let p = [path, std::slice::from_ref(&k)].concat();
                     toml_to_json(v, &p, problems).map(|v| (k, v))
                 })
                 .collect(),
