@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsConfig {
-    /// Folder holding the prepared models; relative paths are taken from the working directory.
+    /// Folder holding the prepared models. A relative one is looked for in the working
+    /// directory, then beside the configuration file, then in the install locations
+    /// ([`ModelsConfig::candidates`]).
     pub dir: PathBuf,
     /// YuNet detector, relative to `dir` unless absolute.
     pub detector: PathBuf,
@@ -26,7 +28,29 @@ pub struct ModelsConfig {
     pub embedder: PathBuf,
     /// ONNX Runtime shared library, relative to `dir` unless absolute.
     pub runtime_library: PathBuf,
+    /// Where relative paths are looked for; filled in by `Config::load`.
+    #[serde(skip)]
+    pub search: ModelSearch,
 }
+
+/// What model path resolution needs besides the paths: the configuration file's folder and
+/// where each `models.*` value came from, for the error that lists what was tried.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSearch {
+    /// Folder of the configuration file that was read (absolute).
+    pub config_dir: Option<PathBuf>,
+    /// `dir`, `detector`, … → `--models`, `FACEGATE__MODELS__DIR`, the file's path or `the default`.
+    pub origins: std::collections::BTreeMap<String, String>,
+}
+
+/// Install locations of the prepared models, relative to the folder of the binary
+/// (`/usr/bin` → `/usr/lib/facegate/models`, as `deploy/install.sh` lays them out), then
+/// the system-wide one.
+const BESIDE_BINARY: [(&str, &str); 2] = [
+    ("models", "beside the binary"),
+    ("../lib/facegate/models", "installed with the binary"),
+];
+pub const SYSTEM_MODELS_DIR: &str = "/usr/lib/facegate/models";
 
 impl Default for ModelsConfig {
     fn default() -> Self {
@@ -35,17 +59,94 @@ impl Default for ModelsConfig {
             detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
             embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
             runtime_library: PathBuf::from("libonnxruntime.so"),
+            search: ModelSearch::default(),
         }
     }
 }
 
 impl ModelsConfig {
-    pub fn resolve(&self, file: &Path) -> PathBuf {
+    /// Where `file` is looked for, in order, each with why. An absolute `file` or `dir` is
+    /// the only place; a relative `dir` is tried in the working directory, beside the
+    /// configuration file, then beside the binary and in [`SYSTEM_MODELS_DIR`].
+    pub fn candidates(&self, field: &str, file: &Path) -> Vec<(PathBuf, String)> {
+        let origin = |f: &str| {
+            self.search
+                .origins
+                .get(f)
+                .cloned()
+                .unwrap_or_else(|| "the default".into())
+        };
         if file.is_absolute() {
-            file.to_path_buf()
-        } else {
-            self.dir.join(file)
+            return vec![(file.to_path_buf(), format!("models.{field} from {}", origin(field)))];
         }
+        let given = format!("models.dir {:?} from {}", self.dir, origin("dir"));
+        if self.dir.is_absolute() {
+            return vec![(self.dir.join(file), given)];
+        }
+        let mut out = vec![(
+            std::path::absolute(&self.dir)
+                .unwrap_or_else(|_| self.dir.clone())
+                .join(file),
+            format!("{given}, in the working directory"),
+        )];
+        if let Some(config_dir) = &self.search.config_dir {
+            out.push((
+                config_dir.join(&self.dir).join(file),
+                "beside the configuration file".into(),
+            ));
+        }
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf));
+        for (below, why) in BESIDE_BINARY {
+            if let Some(dir) = &exe_dir {
+                let dir = match below.strip_prefix("../") {
+                    Some(rest) => dir.parent().unwrap_or(dir).join(rest),
+                    None => dir.join(below),
+                };
+                out.push((dir.join(file), why.into()));
+            }
+        }
+        out.push((Path::new(SYSTEM_MODELS_DIR).join(file), "system-wide".into()));
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|(p, _)| seen.insert(p.clone()));
+        out
+    }
+
+    /// The first place that holds `file`, else the first place it was looked for (whose
+    /// error then says "no such file").
+    pub fn resolve(&self, file: &Path) -> PathBuf {
+        let tried = self.candidates("dir", file);
+        tried
+            .iter()
+            .find(|(p, _)| p.is_file())
+            .or(tried.first())
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| self.dir.join(file))
+    }
+
+    /// The file that `models.{field}` names, found; the error lists every place tried.
+    pub fn locate(&self, field: &str) -> Result<PathBuf, String> {
+        let file = match field {
+            "detector" => &self.detector,
+            "embedder" => &self.embedder,
+            "runtime_library" => &self.runtime_library,
+            _ => return Err(format!("models.{field} is not a model key")),
+        };
+        let tried = self.candidates(field, file);
+        if let Some((found, why)) = tried.iter().find(|(p, _)| p.is_file()) {
+            tracing::debug!(path = %found.display(), %why, "models.{field} found");
+            return Ok(found.clone());
+        }
+        let places: Vec<String> = tried
+            .iter()
+            .map(|(p, why)| format!("{} ({why})", p.display()))
+            .collect();
+        let fix = if tried.len() > 1 { "dir" } else { field };
+        Err(format!(
+            "no such file (run models/fetch, or set models.{fix}); tried {}",
+            places.join(", ")
+        ))
     }
 }
 
@@ -67,6 +168,7 @@ pub struct FaceEngine {
     detector: Detector,
     embedder: Embedder,
     provider: Provider,
+    cuda_fallback: Option<String>,
     model_id: String,
 }
 
@@ -81,17 +183,35 @@ pub struct AlignedFace {
 impl FaceEngine {
     /// Loads ONNX Runtime and both models.
     pub fn load(m: &ModelsConfig, inference: &InferenceConfig, detector: &DetectorConfig) -> Result<FaceEngine, Error> {
-        let runtime = Runtime::load(&m.resolve(&m.runtime_library), inference)?;
-        let detector = Detector::new(runtime.session(&m.resolve(&m.detector))?, detector.clone())?;
-        let embedder_path = m.resolve(&m.embedder);
+        let library = m.locate("runtime_library").map_err(|reason| Error::Runtime {
+            path: m.runtime_library.clone(),
+            reason,
+        })?;
+        let model = |field: &str, path: &Path| {
+            m.locate(field).map_err(|reason| Error::Model {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
+        let detector_path = model("detector", &m.detector)?;
+        let embedder_path = model("embedder", &m.embedder)?;
+        let runtime = Runtime::load(&library, inference)?;
+        let detector = Detector::new(runtime.session(&detector_path)?, detector.clone())?;
         let embedder = Embedder::new(runtime.session(&embedder_path)?, inference.embed_batch)?;
         let model_id = model_id(&embedder_path)?;
         Ok(FaceEngine {
             detector,
             embedder,
             provider: runtime.provider(),
+            cuda_fallback: runtime.cuda_fallback().map(str::to_owned),
             model_id,
         })
+    }
+
+    /// Why `device = "auto"` runs on CPU, when it tried CUDA and could not use it: the
+    /// daemon logs it once; one-shot commands stay quiet.
+    pub fn cuda_fallback(&self) -> Option<&str> {
+        self.cuda_fallback.as_deref()
     }
 
     /// The embedding model's id (see [`model_id`]).

@@ -10,6 +10,7 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 
+mod config_cmd;
 mod gallery;
 mod logging;
 mod sign;
@@ -95,8 +96,12 @@ pub enum Command {
     /// Inspect and manage the gallery.
     #[command(subcommand)]
     Gallery(gallery::GalleryCommand),
-    /// Check the configuration and report every problem at once.
+    /// Check the configuration and the files it names (models, ONNX Runtime, camera
+    /// videos); report every problem at once, one per line.
     ValidateConfig,
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Time the detector and the embedder on CPU or CUDA.
     Bench(crate::bench::BenchArgs),
     /// Time the gallery at scale on synthetic embeddings: write, open, search, recall.
@@ -130,9 +135,20 @@ pub fn main() -> ExitCode {
 /// One line on stderr, and with `--json` the error as a JSON object on stdout too, so that
 /// a program reading stdout always gets JSON.
 fn report_error(e: &Error, json: bool) -> ExitCode {
-    eprintln!("error: {e}");
+    match e {
+        // Configuration problems one per line, so that each names its key in the journal.
+        Error::Config(problems) if !problems.is_empty() => {
+            problems.iter().for_each(|p| eprintln!("error: {p}"));
+        }
+        _ => eprintln!("error: {e}"),
+    }
     if json {
-        let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+        let mut body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+        // What `validate-config --json` answers for a valid file, here for an invalid one.
+        if let Error::Config(problems) = e {
+            body["valid"] = json!(false);
+            body["problems"] = json!(problems);
+        }
         println!("{body}");
     }
     ExitCode::from(e.exit_code())
@@ -144,14 +160,16 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         gallery: cli.gallery.clone(),
         device: cli.device,
     };
-    let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+    let file = cli.config.as_deref();
+    let cfg = match &cli.command {
+        Command::ValidateConfig => return config_cmd::validate(file, &overrides, cli.json),
+        Command::Config(cmd) => return config_cmd::config(cmd, file, &overrides, cli.json),
+        // The daemon refuses what validate-config reports, with the same lines.
+        Command::Run { .. } => Config::load_checked(file, &overrides)?,
+        _ => Config::load(file, &overrides)?,
+    };
     match &cli.command {
-        Command::ValidateConfig => {
-            print(cli.json, &json!({"valid": true}), || {
-                "configuration is valid".to_string()
-            });
-            Ok(())
-        }
+        Command::ValidateConfig | Command::Config(_) => Ok(()),
         Command::Detect { image } => {
             let img = load_image(image, &cfg.images)?;
             let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
@@ -212,7 +230,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::MakeVideo { out, seconds } => {
             crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
             let samples: Vec<PathBuf> = (1..=6)
-                .map(|i| cfg.models.dir.join(format!("samples/sample{i}.jpg")))
+                .map(|i| cfg.models.resolve(Path::new(&format!("samples/sample{i}.jpg"))))
                 .collect();
             let opts = crate::video::synth::DemoVideoOptions {
                 seconds: *seconds,

@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+mod check;
+mod install;
+pub mod manifest;
+mod show;
+pub mod source;
+
+pub use show::is_secret;
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/facegate.toml";
 
@@ -82,49 +90,139 @@ pub struct Overrides {
     pub device: Option<crate::inference::Device>,
 }
 
+/// One thing wrong with the configuration, at its key (`cameras[2].url`); the key is
+/// empty for the file as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: &str, message: String) -> Problem {
+        Problem {
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    /// `key: message`, as `validate()` writes its problems.
+    fn parse(line: &str) -> Problem {
+        match line.split_once(": ") {
+            Some((key, message)) if !key.contains(' ') => Problem::new(key, message.to_owned()),
+            _ => Problem::new("", line.to_owned()),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        if self.key.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.key, self.message)
+        }
+    }
+
+    /// Whether a problem at `key` follows from this one (the same key or a key inside it),
+    /// so that a value is reported once, for its first fault.
+    fn covers(&self, key: &str) -> bool {
+        !self.key.is_empty()
+            && key
+                .strip_prefix(&self.key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    }
+}
+
+/// A configuration as read, with every problem found in it.
+pub struct Checked {
+    /// The configuration, with defaults in place of the values that have problems.
+    pub config: Config,
+    /// Sorted by key (cameras by index) so that every run prints the same lines.
+    pub problems: Vec<Problem>,
+    /// The sources, for `config show`.
+    pub tree: source::Tree,
+}
+
+impl Checked {
+    pub fn lines(&self) -> Vec<String> {
+        self.problems.iter().map(Problem::line).collect()
+    }
+
+    /// Adds the problems of a later stage that the earlier ones do not explain.
+    fn add(&mut self, more: Vec<Problem>) {
+        let earlier = self.problems.len();
+        for p in more {
+            if !self.problems[..earlier].iter().any(|q| q.covers(&p.key)) {
+                self.problems.push(p);
+            }
+        }
+        sort_problems(&mut self.problems);
+    }
+
+    fn into_result(self) -> Result<Config, Error> {
+        if self.problems.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(Error::Config(self.lines()))
+        }
+    }
+}
+
 impl Config {
     /// Reads `file` (or [`DEFAULT_CONFIG_PATH`] when it exists), applies environment and
-    /// command-line overrides, and validates the result.
+    /// command-line overrides, and checks the values: keys, types and ranges.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Error> {
-        let mut builder = config::Config::builder();
-        match file {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(Error::Config(vec![format!(
-                        "{}: no such configuration file",
-                        path.display()
-                    )]));
-                }
-                builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        Config::check(file, overrides, false)?.into_result()
+    }
+
+    /// [`Config::load`], and also the files it names: models and ONNX Runtime (found, and
+    /// the files `models/fetch` prepares) and the videos of file cameras. What
+    /// `validate-config` checks and `run` refuses to start without.
+    pub fn load_checked(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Error> {
+        Config::check(file, overrides, true)?.into_result()
+    }
+
+    /// Every problem at once. `Err` only when nothing could be read: a missing or
+    /// unparsable file.
+    pub fn check(file: Option<&Path>, overrides: &Overrides, files: bool) -> Result<Checked, Error> {
+        let mut tree = source::Tree::default();
+        let path = match file {
+            Some(path) if !path.is_file() => {
+                return Err(Error::Config(vec![format!(
+                    "{}: no such configuration file",
+                    path.display()
+                )]));
             }
-            None => {
-                builder = builder
-                    .add_source(config::File::new(DEFAULT_CONFIG_PATH, config::FileFormat::Toml).required(false));
-            }
+            Some(path) => Some(path),
+            None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        if let Some(path) = path {
+            source::read_file(&mut tree, path).map_err(|line| Error::Config(vec![line]))?;
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("FACEGATE")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let raw = builder.build().map_err(|e| Error::Config(vec![e.to_string()]))?;
-        let mut cfg: Config = raw.try_deserialize().map_err(|e| Error::Config(vec![e.to_string()]))?;
-        if let Some(dir) = &overrides.models_dir {
-            cfg.models.dir = dir.clone();
+        source::read_env(&mut tree, std::env::vars_os());
+        overrides.record(&mut tree);
+        let mut checker = check::Checker::new(&tree);
+        let clean = checker.run();
+        let mut problems: Vec<Problem> = tree.problems.iter().map(|(k, m)| Problem::new(k, m.clone())).collect();
+        problems.append(&mut checker.problems);
+        let mut config: Config = serde_json::from_value(serde_json::Value::Object(clean)).unwrap_or_else(|e| {
+            problems.push(Problem::new("", format!("cannot read the configuration: {e}")));
+            Config::default()
+        });
+        overrides.apply(&mut config);
+        config.models.search = models_search(&tree);
+        sort_problems(&mut problems);
+        let mut checked = Checked { config, problems, tree };
+        let range: Vec<Problem> = checked.config.validate().iter().map(|l| Problem::parse(l)).collect();
+        checked.add(range);
+        if files {
+            let found = install::problems(&checked.config);
+            checked.add(found);
         }
-        if let Some(path) = &overrides.gallery {
-            cfg.gallery.path = path.clone();
+        for p in &mut checked.problems {
+            annotate(p, &checked.config, &checked.tree);
         }
-        if let Some(device) = overrides.device {
-            cfg.inference.device = device;
-        }
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(Error::Config(problems))
-        }
+        checked.problems.dedup();
+        Ok(checked)
     }
 
     /// The rules every enrollment is held to (CLI and remote commands alike).
@@ -173,6 +271,84 @@ impl Config {
         }
         p
     }
+}
+
+impl Overrides {
+    /// Puts the flags in the tree, so that they replace what the file and the environment
+    /// said (and a bad value there is not reported) and problems name the flag.
+    fn record(&self, tree: &mut source::Tree) {
+        let text = |p: &Path| serde_json::Value::from(p.to_string_lossy().into_owned());
+        let path = |key: &str| key.split('.').map(str::to_owned).collect::<Vec<_>>();
+        if let Some(dir) = &self.models_dir {
+            tree.set(&path("models.dir"), text(dir), source::Origin::Flag("--models"));
+        }
+        if let Some(gallery) = &self.gallery {
+            tree.set(&path("gallery.path"), text(gallery), source::Origin::Flag("--gallery"));
+        }
+        if let Some(device) = self.device {
+            let value = serde_json::to_value(device).unwrap_or_default();
+            tree.set(&path("inference.device"), value, source::Origin::Flag("--device"));
+        }
+    }
+
+    /// The flags' typed values (the tree holds paths as text, which may not be UTF-8).
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(dir) = &self.models_dir {
+            cfg.models.dir = dir.clone();
+        }
+        if let Some(path) = &self.gallery {
+            cfg.gallery.path = path.clone();
+        }
+        if let Some(device) = self.device {
+            cfg.inference.device = device;
+        }
+    }
+}
+
+/// Where relative model paths are looked for, and where each `models.*` value came from.
+fn models_search(tree: &source::Tree) -> crate::engine::ModelSearch {
+    let config_dir = tree
+        .file
+        .as_deref()
+        .and_then(|f| std::path::absolute(f).ok())
+        .and_then(|f| f.parent().map(Path::to_path_buf));
+    let origins = ["dir", "detector", "embedder", "runtime_library"]
+        .into_iter()
+        .map(|field| (field.to_owned(), tree.origin(&format!("models.{field}")).to_string()))
+        .collect();
+    crate::engine::ModelSearch { config_dir, origins }
+}
+
+/// Adds advice that needs the value, and the variable or flag that set a key when it was
+/// not the file.
+fn annotate(p: &mut Problem, cfg: &Config, tree: &source::Tree) {
+    if let Some(hint) = check::value_hint(&p.key, cfg)
+        && !p.message.contains(&hint)
+    {
+        p.message = format!("{}; {hint}", p.message);
+    }
+    // An unknown table set from the environment is known by the variable's full key.
+    let origin = tree.overridden.get(&p.key).or_else(|| {
+        let inside = Problem::new(&p.key, String::new());
+        tree.overridden.iter().find(|(k, _)| inside.covers(k)).map(|(_, o)| o)
+    });
+    if let Some(origin @ (source::Origin::Env(_) | source::Origin::Flag(_))) = origin {
+        p.message = format!("{} (set by {origin})", p.message);
+    }
+}
+
+/// By key, section names alphabetically and camera indices by number; problems of one key
+/// keep the order they were found in.
+fn sort_problems(problems: &mut [Problem]) {
+    problems.sort_by_cached_key(|p| {
+        source::key_parts(&p.key)
+            .into_iter()
+            .map(|part| match part.parse::<u64>() {
+                Ok(n) => (String::new(), n),
+                Err(_) => (part, 0),
+            })
+            .collect::<Vec<_>>()
+    });
 }
 
 #[cfg(test)]
@@ -244,6 +420,83 @@ mod tests {
         ] {
             assert!(p.iter().any(|m| m.starts_with(key)), "{key} missing in {p:?}");
         }
+    }
+
+    #[test]
+    fn one_pass_finds_problems_of_every_kind_each_once() {
+        let dir = std::env::temp_dir().join(format!("facegate-cfg-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("all.toml");
+        std::fs::write(
+            &f,
+            "nonsense = 1\n[gallery]\nthreshhold = 0.5\n[gallery.index]\nshortlist = -1\n\
+             [inference]\nembed_batch = 0\n[recognition]\nstore_crops = true\n\
+             [cameras]\nname = \"x\"\n",
+        )
+        .unwrap();
+        let checked = Config::check(Some(&f), &Overrides::default(), false).unwrap();
+        let keys: Vec<&str> = checked.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cameras",
+                "gallery.index.shortlist",
+                "gallery.threshhold",
+                "inference.embed_batch",
+                "nonsense",
+                "recognition.store_crops",
+            ],
+            "{:#?}",
+            checked.lines()
+        );
+        let lines = checked.lines();
+        assert!(lines[1].contains("invalid value: integer `-1`"), "{}", lines[1]);
+        assert!(lines[2].ends_with("did you mean `threshold`?"), "{}", lines[2]);
+        assert!(
+            lines[5].ends_with("`store_crops` is a key of [gallery]"),
+            "{}",
+            lines[5]
+        );
+        // A flag replaces a bad value instead of having it reported.
+        std::fs::write(&f, "[inference]\ndevice = \"gpu\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        let flag = Overrides {
+            device: Some(crate::inference::Device::Cpu),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(Some(&f), &flag).unwrap().inference.device,
+            crate::inference::Device::Cpu
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn problems_sort_by_key_with_camera_indices_as_numbers() {
+        let mut p: Vec<Problem> = [
+            "cameras[10].url",
+            "cameras[2].url",
+            "admin.listen",
+            "",
+            "cameras[2].name",
+        ]
+        .iter()
+        .map(|k| Problem::new(k, "x".into()))
+        .collect();
+        sort_problems(&mut p);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "",
+                "admin.listen",
+                "cameras[2].name",
+                "cameras[2].url",
+                "cameras[10].url"
+            ]
+        );
+        assert!(Problem::new("cameras[2]", "x".into()).covers("cameras[2].url"));
+        assert!(!Problem::new("cameras[2]", "x".into()).covers("cameras[20].url"));
     }
 
     #[test]
