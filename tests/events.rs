@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
+use common::watch::Watch;
 use facegate::events::{
     Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport,
     WatchOptions, timestamp,
@@ -1330,4 +1331,277 @@ async fn tls_with_a_client_certificate() {
         err.contains("server.ext") && err.contains("no PEM certificate"),
         "{err}"
     );
+}
+
+// ---- holding events for a subscriber (in-process broker) ---------------------------------
+
+fn in_process(dir: &Path, prefix: &str, hold_s: u64) -> MqttConfig {
+    let mut cfg = config(free_port(), dir, prefix);
+    cfg.host = None;
+    cfg.hold_for_subscriber_s = hold_s;
+    cfg
+}
+
+fn ids_of_events(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_broker_holds_events_until_someone_subscribes_to_them() {
+    init_tracing();
+    let dir = TempDir::new("hold");
+    let cfg = in_process(dir.path(), "fg9", 3600);
+    let port = cfg.port;
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    wait_until("connected", WAIT, || publisher.connected()).await;
+    let sent: Vec<Event> = (0..6)
+        .map(|i| event(if i % 2 == 0 { "door" } else { "gate" }, i, EventKind::Unknown))
+        .collect();
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+
+    // One camera's events, or other topics, do not end the hold: the other camera's events
+    // would reach nobody.
+    let mut door_only = Subscriber::start(port, "sub-hold-door", false, &["fg9/door/events", "fg9/+/status"]).await;
+    publisher.camera_status("gate", true);
+    // Statuses flow meanwhile; the link handed this one over in the same turn as it would
+    // have handed over events.
+    while door_only.next_on("fg9/gate/status").await.text() != "online" {}
+    assert_eq!(publisher.outbox_depth(), 6, "events wait in the outbox");
+    assert_eq!(publisher.metrics().published, 0, "no event sent before a subscriber");
+
+    // A subscriber of every camera's events: the backlog goes out, whole and in order.
+    let mut every = Subscriber::start(port, "sub-hold-all", false, &["fg9/+/events"]).await;
+    let got = every.collect_on("/events", WAIT, |m| m.len() == 6).await;
+    assert_eq!(got.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&sent));
+    let door = door_only.collect_on("/events", WAIT, |m| m.len() == 3).await;
+    let door_sent: Vec<Event> = sent.iter().filter(|e| e.camera == "door").cloned().collect();
+    assert_eq!(door.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&door_sent));
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+
+    // From then on events go out as they come.
+    let later = event("gate", 7, EventKind::Recognized);
+    publisher.publish_event(&later).unwrap();
+    assert_eq!(
+        event_id(&every.next_on("fg9/gate/events").await),
+        later.event_id.to_string()
+    );
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly && report.left_in_outbox == 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_survive_a_shutdown_and_go_out_when_the_hold_is_over_or_off() {
+    init_tracing();
+    let dir = TempDir::new("hold-time");
+    let cameras = ["door".to_string()];
+    let held: Vec<Event> = (0..3).map(|i| event("door", i, EventKind::Unknown)).collect();
+
+    // Nobody subscribes: a shutdown keeps the events for the next start, without waiting
+    // out a grace period that could not change that (the guard is far below the grace).
+    let cfg = in_process(dir.path(), "fg11", 3600);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    for e in &held {
+        publisher.publish_event(e).unwrap();
+    }
+    wait_until("connected", WAIT, || publisher.connected()).await;
+    let report = tokio::time::timeout(Duration::from_secs(120), publisher.shutdown(Duration::from_secs(600)))
+        .await
+        .expect("a held outbox does not wait out the grace period");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: 3,
+            disconnected_cleanly: true
+        }
+    );
+
+    // The next start holds them for a second, then sends them whether anyone listens or not.
+    // (rumqttd cannot be stopped: each start gets a port of its own, the outbox is the same.)
+    let cfg = in_process(dir.path(), "fg11", 1);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(publisher.outbox_depth(), 3);
+    wait_until("held events sent once the hold is over", WAIT, || {
+        publisher.outbox_depth() == 0
+    })
+    .await;
+    assert_eq!(publisher.metrics().acked, 3);
+    publisher.shutdown(Duration::from_secs(2)).await;
+
+    // hold_for_subscriber_s = 0: no hold at all, as before it existed.
+    let cfg = in_process(dir.path(), "fg11", 0);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    for e in &held {
+        let mut e = e.clone();
+        e.event_id = uuid::Uuid::new_v4();
+        publisher.publish_event(&e).unwrap();
+    }
+    wait_until("sent at once", WAIT, || publisher.metrics().acked == 3).await;
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly && report.left_in_outbox == 0, "{report:?}");
+}
+
+// ---- facegate watch, the binary ------------------------------------------------------------
+
+/// Generous: only there so that a hang fails instead of blocking the suite.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Track ids of the event lines, in printed order (`… (…, track 3, 12 frames)`).
+fn tracks(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = &l[l.find(", track ").or_else(|| l.find("(track "))?..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn watch_filters_events_counts_only_events_and_shows_command_results() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("watch-cli");
+    let rt = runtime();
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let cfg = config(broker.port, dir.path(), "fg10");
+    let (publisher, _commands) = rt
+        .block_on(Publisher::start(
+            &cfg,
+            &CommandsConfig::default(),
+            &cameras,
+            CancellationToken::new(),
+        ))
+        .unwrap();
+    let port = broker.port.to_string();
+    let envs = [
+        ("FACEGATE__MQTT__HOST", "127.0.0.1"),
+        ("FACEGATE__MQTT__PORT", port.as_str()),
+        ("FACEGATE__MQTT__PREFIX", "fg10"),
+    ];
+    let mut every = Watch::start(&["--count", "3"], &envs);
+    let mut gate = Watch::start(&["--camera", "gate", "--type", "unknown,spoof", "--count", "2"], &envs);
+    let args = [
+        "--person",
+        "Ann",
+        "--camera",
+        "door",
+        "--type",
+        "recognized",
+        "--type",
+        "spoof",
+    ];
+    let mut ann = Watch::start(&[&args[..], &["--count", "2"]].concat(), &envs);
+    // Subscribed once the availability (retained, or live) is printed.
+    for w in [&every, &gate, &ann] {
+        w.wait_for("availability", LIMIT, |l| {
+            l.iter().any(|l| l.ends_with(" fg10  daemon  online"))
+        });
+    }
+
+    // A command result is printed, and not counted.
+    publisher.command_result(
+        json!({"request_id": "r1", "command": "enroll", "ok": false, "code": "disabled",
+        "error": "disabled: remote commands are off"}),
+    );
+    let refused = " cmd  enroll  refused  disabled: remote commands are off  (request r1)";
+    for w in [&every, &gate, &ann] {
+        w.wait_for("the command result", LIMIT, |l| l.iter().any(|l| l.ends_with(refused)));
+    }
+    let mut spoof = event("gate", 4, EventKind::Spoof);
+    spoof.person = Some(PersonRef {
+        id: 7,
+        name: "Ann".into(),
+    });
+    let sent = [
+        event("door", 1, EventKind::Recognized),
+        event("gate", 2, EventKind::Unknown),
+        event("door", 3, EventKind::Unknown),
+        spoof,
+        event("gate", 5, EventKind::Recognized),
+        event("door", 6, EventKind::Recognized),
+    ];
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+
+    let (status, lines, stderr) = every.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 2, 3], "three events, then it stops:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" door  camera  offline")),
+        "{lines:#?}"
+    );
+
+    let (status, lines, stderr) = gate.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [2, 4], "gate's unknown and spoof events:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" gate  camera  offline")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(" door  ")), "only gate:\n{lines:#?}");
+
+    let (status, lines, stderr) = ann.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 6], "Ann at the door:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains(" door  recognized  Ann  (")),
+        "{lines:#?}"
+    );
+    rt.block_on(publisher.shutdown(Duration::from_secs(2)));
+}
+
+#[test]
+fn watch_without_a_broker_is_an_environment_error_in_one_line() {
+    let port = free_port().to_string();
+    let one_line = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(8), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: cannot connect to the MQTT broker at 127.0.0.1:{port}: "
+            )),
+            "{err}"
+        );
+        err
+    };
+    // No mqtt.host: watch looked for the in-process broker of a daemon that does not run.
+    let err = one_line(&common::facegate(&["watch"], &[("FACEGATE__MQTT__PORT", &port)]));
+    assert!(
+        err.contains("facegate run") && err.contains("--wait") && err.contains("mqtt.host"),
+        "{err}"
+    );
+    // A broker named in mqtt.host that does not answer, even after --wait.
+    let envs = [
+        ("FACEGATE__MQTT__HOST", "127.0.0.1"),
+        ("FACEGATE__MQTT__PORT", port.as_str()),
+    ];
+    let err = one_line(&common::facegate(&["watch", "--wait", "0.3"], &envs));
+    assert!(err.contains("check mqtt.host and mqtt.port"), "{err}");
 }
