@@ -62,6 +62,12 @@ impl Subscriber {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_session(!persistent);
+        Subscriber::start_with(options, filters).await
+    }
+
+    /// Returns once the broker has acknowledged every subscription, or says it still has
+    /// them (a persistent session).
+    async fn start_with(options: MqttOptions, filters: &[&str]) -> Subscriber {
         let (client, mut eventloop) = AsyncClient::new(options, 32);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -69,6 +75,7 @@ impl Subscriber {
         let subscriber = client.clone();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
+            let mut acks = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
@@ -76,8 +83,16 @@ impl Subscriber {
                             subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
                         }
                     }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks >= filters.len()
+                            && let Some(r) = ready.take()
+                        {
                             let _ = r.send(());
                         }
                     }
@@ -1604,4 +1619,262 @@ fn watch_without_a_broker_is_an_environment_error_in_one_line() {
     ];
     let err = one_line(&common::facegate(&["watch", "--wait", "0.3"], &envs));
     assert!(err.contains("check mqtt.host and mqtt.port"), "{err}");
+}
+
+// ---- deploy/install.sh: Debian's mosquitto for production -----------------------------------
+
+/// Mosquitto with the configuration `deploy/install.sh --root` wrote, under a main file like
+/// Debian's (persistence on, `include_dir conf.d`); killed on drop.
+struct InstalledBroker {
+    root: std::path::PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl InstalledBroker {
+    fn start(root: &Path, port: u16) -> InstalledBroker {
+        let me = Process::new("id").arg("-un").output().unwrap();
+        let data = root.join("var/lib/mosquitto");
+        std::fs::create_dir_all(&data).unwrap();
+        let main = format!(
+            "persistence true\npersistence_location {}/\nlog_dest stderr\nuser {}\ninclude_dir {}\n",
+            data.display(),
+            String::from_utf8_lossy(&me.stdout).trim(),
+            root.join("etc/mosquitto/conf.d").display()
+        );
+        std::fs::write(root.join("mosquitto.conf"), main).unwrap();
+        let mut broker = InstalledBroker {
+            root: root.to_path_buf(),
+            port,
+            child: None,
+        };
+        broker.run();
+        broker
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.root.join("mosquitto.log")).unwrap();
+        let mut child = Process::new("mosquitto")
+            .arg("-c")
+            .arg(self.root.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("mosquitto (Debian) is needed");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let log = std::fs::read_to_string(self.root.join("mosquitto.log")).unwrap_or_default();
+            assert!(child.try_wait().unwrap().is_none(), "mosquitto stopped:\n{log}");
+            assert!(started.elapsed() < LIMIT, "mosquitto does not listen:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM: mosquitto saves sessions and queued messages, then exits.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        assert!(
+            Process::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for InstalledBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every file under `dir` with its content.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn install_sh(root: &Path, port: u16) {
+    let out = Process::new("bash")
+        .arg(common::repo().join("deploy/install.sh"))
+        .args(["--mqtt-only", "--mqtt-port", &port.to_string(), "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mosquitto_pub with QoS 1: it returns once the broker has acknowledged the message.
+fn publish_as(port: u16, login: Option<(&str, &str)>, topic: &str, message: &str) -> std::process::Output {
+    let mut cmd = Process::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        message,
+    ]);
+    if let Some((user, password)) = login {
+        cmd.args(["-u", user, "-P", password]);
+    }
+    cmd.output()
+        .expect("mosquitto_pub (Debian mosquitto-clients) is needed")
+}
+
+fn login_options(port: u16, client_id: &str, user: &str, password: &str, persistent: bool) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(!persistent);
+    options.set_credentials(user, password);
+    options
+}
+
+#[test]
+fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_more() {
+    let root = TempDir::new("install");
+    let port = free_port();
+    install_sh(root.path(), port);
+    let first = snapshot(root.path());
+    install_sh(root.path(), port);
+    assert!(first == snapshot(root.path()), "a second run changes nothing");
+    let etc = root.path().join("etc");
+    let conf = std::fs::read_to_string(etc.join("mosquitto/conf.d/facegate.conf")).unwrap();
+    assert!(conf.contains(&format!("\nlistener {port} 127.0.0.1\n")), "{conf}");
+    let env = std::fs::read_to_string(etc.join("facegate/mqtt.env")).unwrap();
+    let daemon_pw = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FACEGATE__MQTT__PASSWORD="))
+        .unwrap()
+        .to_string();
+    assert!(env.contains("FACEGATE__MQTT__HOST=127.0.0.1\n") && env.contains("FACEGATE__MQTT__USERNAME=facegate\n"));
+    let watch_toml = etc.join("facegate/watch.toml");
+    let watch_pw = std::fs::read_to_string(&watch_toml)
+        .unwrap()
+        .lines()
+        .find_map(|l| Some(l.strip_prefix("password = \"")?.strip_suffix('"')?.to_string()))
+        .unwrap();
+
+    let mut broker = InstalledBroker::start(root.path(), port);
+    // Nobody without an account, nor with a wrong password.
+    for login in [
+        None,
+        Some(("facegate", "wrong")),
+        Some(("facegate-watch", daemon_pw.as_str())),
+    ] {
+        let out = publish_as(port, login, "facegate/door/events", "{}");
+        assert!(!out.status.success(), "{login:?} got in");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not authorised"),
+            "{out:?}"
+        );
+    }
+
+    let rt = runtime();
+    let dir = TempDir::new("install-daemon");
+    let cfg = MqttConfig {
+        username: Some("facegate".into()),
+        password: Some(daemon_pw.clone()),
+        ..config(port, dir.path(), "facegate")
+    };
+    let (publisher, _commands) = rt
+        .block_on(Publisher::start(
+            &cfg,
+            &CommandsConfig::default(),
+            &["door".to_string()],
+            CancellationToken::new(),
+        ))
+        .unwrap();
+    rt.block_on(wait_until("the daemon logged in", WAIT, || publisher.connected()));
+    let integration = login_options(port, "integration", "facegate-watch", &watch_pw, true);
+    let mut integration = rt.block_on(Subscriber::start_with(integration, &["facegate/+/events"]));
+    let observer = login_options(port, "observer", "facegate", &daemon_pw, false);
+    let mut observer = rt.block_on(Subscriber::start_with(
+        observer,
+        &["facegate/cmd/#", "facegate/+/events"],
+    ));
+    let config_arg = common::path_str(&watch_toml);
+    let mut watch = Watch::start(&["--config", config_arg, "--count", "2"], &[]);
+    watch.wait_for("availability", LIMIT, |l| {
+        l.iter().any(|l| l.ends_with(" facegate  daemon  online"))
+    });
+
+    // The read-only user cannot command; the daemon's user cannot read events; the daemon
+    // reads commands: the first message the daemon's user sees is the daemon's user's command.
+    assert!(
+        publish_as(port, Some(("facegate-watch", &watch_pw)), "facegate/cmd/enroll", "A")
+            .status
+            .success()
+    );
+    let e1 = event("door", 1, EventKind::Recognized);
+    publisher.publish_event(&e1).unwrap();
+    rt.block_on(wait_until("e1 acknowledged", WAIT, || publisher.outbox_depth() == 0));
+    assert!(
+        publish_as(port, Some(("facegate", &daemon_pw)), "facegate/cmd/enroll", "B")
+            .status
+            .success()
+    );
+    let first = rt.block_on(observer.next());
+    assert_eq!(
+        (first.topic.as_str(), first.text().as_str()),
+        ("facegate/cmd/enroll", "B")
+    );
+    // The daemon answered B (and only B) on cmd/result, which the read-only user reads.
+    watch.wait_for("the refusal", LIMIT, |l| {
+        l.iter().any(|l| l.contains(" cmd  enroll  refused  "))
+    });
+    let e2 = event("door", 2, EventKind::Unknown);
+    publisher.publish_event(&e2).unwrap();
+    let (status, lines, stderr) = watch.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 2], "{lines:#?}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" cmd  enroll  refused  ")).count(),
+        1,
+        "{lines:#?}"
+    );
+    let got = rt.block_on(integration.collect_on("/events", WAIT, |m| m.len() == 2));
+    assert_eq!(got.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&[e1, e2]));
+
+    // Persistence: an event queued for the integration while it is away outlives a restart
+    // of the broker.
+    drop(integration);
+    let e3 = event("door", 3, EventKind::Unknown);
+    publisher.publish_event(&e3).unwrap();
+    rt.block_on(wait_until("e3 acknowledged", WAIT, || publisher.outbox_depth() == 0));
+    broker.stop();
+    broker.run();
+    let integration = login_options(port, "integration", "facegate-watch", &watch_pw, true);
+    let mut integration = rt.block_on(Subscriber::start_with(integration, &["facegate/+/events"]));
+    let m = rt.block_on(integration.next_on("facegate/door/events"));
+    assert_eq!(event_id(&m), e3.event_id.to_string());
+    rt.block_on(wait_until("the daemon back", WAIT, || publisher.connected()));
+    rt.block_on(publisher.shutdown(Duration::from_secs(2)));
+    drop(observer);
 }

@@ -520,7 +520,7 @@ impl Link {
         Counters::add(&self.shared.counters.commands_received);
         match self.commands.take(verb, &publish.payload, publish.retain, unix_now()) {
             Ok(()) => {
-                tracing::info!(verb, "command received");
+                tracing::info!(verb = %verb, "command received");
                 Flow::Continue
             }
             Err(e) => self.refuse(e),
@@ -531,7 +531,7 @@ impl Link {
         Counters::add(&self.shared.counters.commands_rejected);
         Counters::add(&self.shared.counters.rejections[e.kind.index()]);
         tracing::warn!(
-            verb = e.verb, request_id = e.request_id.as_deref().unwrap_or("-"), code = e.kind.code(), reason = %e.reason,
+            verb = %e.verb, request_id = %e.request_id.as_deref().unwrap_or("-"), code = %e.kind.code(), reason = %e.reason,
             "command refused"
         );
         push_result(&self.shared, e.result_json().to_string().into_bytes());
@@ -591,12 +591,12 @@ impl Link {
         let waiting = self.shared.depth.load(Ordering::Relaxed);
         match release {
             Release::Subscriber => tracing::info!(
-                filter = hold.filter(),
+                filter = %hold.filter(),
                 waiting,
                 "someone subscribed to the events; sending those waiting in the outbox"
             ),
             Release::TimeUp => tracing::warn!(
-                filter = hold.filter(),
+                filter = %hold.filter(),
                 waiting,
                 hold_for_subscriber_s = hold.limit_s(),
                 "nobody subscribed to the events in time; sending them anyway (the in-process broker drops what nobody subscribed to)"
@@ -749,7 +749,7 @@ impl Link {
                 self.backoff.reset();
             }
             tracing::warn!(
-                broker = %self.broker, error, waiting,
+                broker = %self.broker, error = %error, waiting,
                 "lost the MQTT connection; reconnecting with backoff (events wait in the outbox)"
             );
             self.outage = Some(Outage {
@@ -758,10 +758,10 @@ impl Link {
             });
         } else if let Some(outage) = &mut self.outage {
             outage.attempts += 1;
-            tracing::debug!(broker = %self.broker, error, attempts = outage.attempts, "MQTT broker still unreachable");
+            tracing::debug!(broker = %self.broker, error = %error, attempts = outage.attempts, "MQTT broker still unreachable");
         } else {
             tracing::warn!(
-                broker = %self.broker, error, waiting,
+                broker = %self.broker, error = %error, waiting,
                 "cannot reach the MQTT broker; retrying with backoff (events wait in the outbox)"
             );
             self.outage = Some(Outage {

@@ -264,7 +264,7 @@ impl Publisher {
     /// published again after every reconnect.
     pub fn camera_status(&self, camera: &str, online: bool) {
         if let Err(why) = check_topic_segment(camera) {
-            tracing::error!(camera, "camera status not published: name {why}");
+            tracing::error!(camera = %camera, "camera status not published: name {why}");
             return;
         }
         let shared = &self.inner.shared;

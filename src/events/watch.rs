@@ -53,13 +53,10 @@ impl WatchFilter {
     }
 
     fn event(&self, e: &Event) -> bool {
-        let person = || match &e.person {
-            Some(p) => self.people.iter().any(|n| *n == p.name),
-            None => false,
-        };
+        let named = || e.person.as_ref().is_some_and(|p| self.people.contains(&p.name));
         self.camera(&e.camera)
             && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
-            && (self.people.is_empty() || person())
+            && (self.people.is_empty() || named())
     }
 }
 
