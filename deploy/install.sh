@@ -75,11 +75,20 @@ put() {
 # A new password: 48 hex digits (safe in TOML, environment files and mosquitto_passwd).
 new_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
-# kept_password FILE SED: the password FILE holds (SED extracts it), or a new one.
-kept_password() {
-  local pw=""
-  [ -f "$1" ] && pw="$(sed -n "$2" "$1" | head -n 1)"
-  if [ -n "$pw" ]; then echo "$pw"; else new_password; fi
+# stored_password FILE SED: the password FILE holds (SED extracts it), empty when none.
+stored_password() {
+  [ -f "$1" ] || return 0
+  sed -n "$2" "$1" | head -n 1
+}
+
+# set_password USER PASSWORD KNOWN: adds or updates USER in mosquitto's password file unless
+# KNOWN (the password was stored before) and the user is there already; other users stay.
+set_password() {
+  local passwd="$etc_mosquitto/facegate.passwd"
+  if [ -n "$3" ] && grep -qs "^$1:" "$passwd"; then return 0; fi
+  [ -f "$passwd" ] || install -m 0600 /dev/null "$passwd"
+  mosquitto_passwd -b "$passwd" "$1" "$2" >/dev/null
+  changed_broker=yes
 }
 
 install_facegate() {
@@ -141,7 +150,9 @@ autosave_interval 60
 max_queued_messages 10000
 EOF
   [ "$changed" = no ] || changed_broker=yes
-  put "$etc_mosquitto/facegate.acl" 0600 <<EOF
+  local acl="$etc_mosquitto/facegate.acl" marker="# ---- Your additions below this line" yours=""
+  [ -f "$acl" ] && yours="$(sed -n "/^$marker/,\$p" "$acl" | tail -n +2)"
+  put "$acl" 0600 <<EOF
 # facegate: written by deploy/install.sh. The topics are mqtt.prefix = "facegate".
 # The daemon: events, states, its will and command results; it reads commands.
 user facegate
@@ -151,15 +162,20 @@ topic read facegate/cmd/#
 # Read-only: facegate watch and integrations.
 user facegate-watch
 topic read facegate/#
+
+$marker (kept by deploy/install.sh; e.g. a user that sends commands) ----
+$yours
 EOF
   [ "$changed" = no ] || changed_broker=yes
 }
 
-# The passwords, made once; the hashed file is remade only when a user or password is new.
+# The passwords, made once and kept.
 write_accounts() {
-  local daemon_pw watch_pw passwd="$etc_mosquitto/facegate.passwd" tmp
-  daemon_pw="$(kept_password "$mqtt_env" 's/^FACEGATE__MQTT__PASSWORD=//p')"
-  watch_pw="$(kept_password "$watch_toml" 's/^password = "\(.*\)"$/\1/p')"
+  local daemon_known watch_known daemon_pw watch_pw
+  daemon_known="$(stored_password "$mqtt_env" 's/^FACEGATE__MQTT__PASSWORD=//p')"
+  watch_known="$(stored_password "$watch_toml" 's/^password = "\(.*\)"$/\1/p')"
+  daemon_pw="${daemon_known:-$(new_password)}"
+  watch_pw="${watch_known:-$(new_password)}"
   put "$mqtt_env" 0600 <<EOF
 # facegate's broker, for the daemon (a systemd drop-in loads this file): written by
 # deploy/install.sh, which keeps the password when it runs again.
@@ -168,7 +184,6 @@ FACEGATE__MQTT__PORT=$mqtt_port
 FACEGATE__MQTT__USERNAME=facegate
 FACEGATE__MQTT__PASSWORD=$daemon_pw
 EOF
-  local new_secret=$changed
   [ "$changed" = no ] || changed_daemon=yes
   put "$watch_toml" 0600 <<EOF
 # The broker for read-only subscribers: sudo facegate --config /etc/facegate/watch.toml watch
@@ -179,15 +194,8 @@ port = $mqtt_port
 username = "facegate-watch"
 password = "$watch_pw"
 EOF
-  [ "$changed" = no ] || new_secret=yes
-  if [ "$new_secret" = yes ] || ! grep -qs '^facegate:' "$passwd" || ! grep -qs '^facegate-watch:' "$passwd"; then
-    tmp="$(mktemp "$passwd.XXXXXX")"
-    mosquitto_passwd -c -b "$tmp" facegate "$daemon_pw" >/dev/null
-    mosquitto_passwd -b "$tmp" facegate-watch "$watch_pw" >/dev/null
-    chmod 0600 "$tmp"
-    mv -f "$tmp" "$passwd"
-    changed_broker=yes
-  fi
+  set_password facegate "$daemon_pw" "$daemon_known"
+  set_password facegate-watch "$watch_pw" "$watch_known"
 }
 
 # Ownership, the service, and the daemon pointed at the broker.

@@ -1,5 +1,7 @@
 //! MQTT events end to end against a real Mosquitto (started here on a free port) and the
-//! in-process broker: schema, retained state, outages, restarts, last will, commands.
+//! in-process broker: schema, retained state, outages, restarts, last will, commands, events
+//! held for a subscriber, `facegate watch` (the binary), and the broker `deploy/install.sh`
+//! sets up.
 
 mod common;
 
@@ -1756,38 +1758,63 @@ fn login_options(port: u16, client_id: &str, user: &str, password: &str, persist
     options
 }
 
-#[test]
-fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_more() {
-    let root = TempDir::new("install");
-    let port = free_port();
-    install_sh(root.path(), port);
-    let first = snapshot(root.path());
-    install_sh(root.path(), port);
-    assert!(first == snapshot(root.path()), "a second run changes nothing");
-    let etc = root.path().join("etc");
+/// What `deploy/install.sh --root` made for the broker: its passwords and the watch settings.
+struct Installed {
+    daemon_pw: String,
+    watch_pw: String,
+    watch_toml: std::path::PathBuf,
+}
+
+/// Runs install.sh three times: the second run changes nothing, the third keeps someone's
+/// own users and ACL lines.
+fn install_and_check_the_files(root: &Path, port: u16) -> Installed {
+    install_sh(root, port);
+    let first = snapshot(root);
+    install_sh(root, port);
+    assert!(first == snapshot(root), "a second run changes nothing");
+    let etc = root.join("etc");
+    let (acl, passwd) = (
+        etc.join("mosquitto/facegate.acl"),
+        etc.join("mosquitto/facegate.passwd"),
+    );
+    let mut text = std::fs::read_to_string(&acl).unwrap();
+    text += "user facegate-admin\ntopic write facegate/cmd/enroll\n";
+    std::fs::write(&acl, &text).unwrap();
+    let added = Process::new("mosquitto_passwd")
+        .arg("-b")
+        .arg(&passwd)
+        .args(["facegate-admin", "secret"])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    install_sh(root, port);
+    assert_eq!(std::fs::read_to_string(&acl).unwrap(), text);
+    assert!(std::fs::read_to_string(&passwd).unwrap().contains("\nfacegate-admin:"));
     let conf = std::fs::read_to_string(etc.join("mosquitto/conf.d/facegate.conf")).unwrap();
     assert!(conf.contains(&format!("\nlistener {port} 127.0.0.1\n")), "{conf}");
     let env = std::fs::read_to_string(etc.join("facegate/mqtt.env")).unwrap();
+    assert!(env.contains("FACEGATE__MQTT__HOST=127.0.0.1\n") && env.contains("FACEGATE__MQTT__USERNAME=facegate\n"));
     let daemon_pw = env
         .lines()
         .find_map(|l| l.strip_prefix("FACEGATE__MQTT__PASSWORD="))
         .unwrap()
         .to_string();
-    assert!(env.contains("FACEGATE__MQTT__HOST=127.0.0.1\n") && env.contains("FACEGATE__MQTT__USERNAME=facegate\n"));
     let watch_toml = etc.join("facegate/watch.toml");
     let watch_pw = std::fs::read_to_string(&watch_toml)
         .unwrap()
         .lines()
         .find_map(|l| Some(l.strip_prefix("password = \"")?.strip_suffix('"')?.to_string()))
         .unwrap();
+    Installed {
+        daemon_pw,
+        watch_pw,
+        watch_toml,
+    }
+}
 
-    let mut broker = InstalledBroker::start(root.path(), port);
-    // Nobody without an account, nor with a wrong password.
-    for login in [
-        None,
-        Some(("facegate", "wrong")),
-        Some(("facegate-watch", daemon_pw.as_str())),
-    ] {
+/// Nobody without an account, nor with a wrong password.
+fn assert_logins_refused(port: u16, daemon_pw: &str) {
+    for login in [None, Some(("facegate", "wrong")), Some(("facegate-watch", daemon_pw))] {
         let out = publish_as(port, login, "facegate/door/events", "{}");
         assert!(!out.status.success(), "{login:?} got in");
         assert!(
@@ -1795,13 +1822,14 @@ fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_mor
             "{out:?}"
         );
     }
+}
 
-    let rt = runtime();
-    let dir = TempDir::new("install-daemon");
+/// The daemon (`Publisher`) logged in as install.sh set it up.
+fn installed_daemon(rt: &tokio::runtime::Runtime, port: u16, dir: &Path, daemon_pw: &str) -> Publisher {
     let cfg = MqttConfig {
         username: Some("facegate".into()),
-        password: Some(daemon_pw.clone()),
-        ..config(port, dir.path(), "facegate")
+        password: Some(daemon_pw.into()),
+        ..config(port, dir, "facegate")
     };
     let (publisher, _commands) = rt
         .block_on(Publisher::start(
@@ -1812,6 +1840,23 @@ fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_mor
         ))
         .unwrap();
     rt.block_on(wait_until("the daemon logged in", WAIT, || publisher.connected()));
+    publisher
+}
+
+#[test]
+fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_more() {
+    let root = TempDir::new("install");
+    let port = free_port();
+    let Installed {
+        daemon_pw,
+        watch_pw,
+        watch_toml,
+    } = install_and_check_the_files(root.path(), port);
+    let mut broker = InstalledBroker::start(root.path(), port);
+    assert_logins_refused(port, &daemon_pw);
+    let rt = runtime();
+    let dir = TempDir::new("install-daemon");
+    let publisher = installed_daemon(&rt, port, dir.path(), &daemon_pw);
     let integration = login_options(port, "integration", "facegate-watch", &watch_pw, true);
     let mut integration = rt.block_on(Subscriber::start_with(integration, &["facegate/+/events"]));
     let observer = login_options(port, "observer", "facegate", &daemon_pw, false);
@@ -1819,46 +1864,34 @@ fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_mor
         observer,
         &["facegate/cmd/#", "facegate/+/events"],
     ));
-    let config_arg = common::path_str(&watch_toml);
-    let mut watch = Watch::start(&["--config", config_arg, "--count", "2"], &[]);
+    let mut watch = Watch::start(&["--config", common::path_str(&watch_toml), "--count", "2"], &[]);
     watch.wait_for("availability", LIMIT, |l| {
         l.iter().any(|l| l.ends_with(" facegate  daemon  online"))
     });
 
     // The read-only user cannot command; the daemon's user cannot read events; the daemon
     // reads commands: the first message the daemon's user sees is the daemon's user's command.
-    assert!(
-        publish_as(port, Some(("facegate-watch", &watch_pw)), "facegate/cmd/enroll", "A")
-            .status
-            .success()
-    );
+    let watcher = Some(("facegate-watch", watch_pw.as_str()));
+    assert!(publish_as(port, watcher, "facegate/cmd/enroll", "A").status.success());
     let e1 = event("door", 1, EventKind::Recognized);
     publisher.publish_event(&e1).unwrap();
     rt.block_on(wait_until("e1 acknowledged", WAIT, || publisher.outbox_depth() == 0));
-    assert!(
-        publish_as(port, Some(("facegate", &daemon_pw)), "facegate/cmd/enroll", "B")
-            .status
-            .success()
-    );
+    let daemon = Some(("facegate", daemon_pw.as_str()));
+    assert!(publish_as(port, daemon, "facegate/cmd/enroll", "B").status.success());
     let first = rt.block_on(observer.next());
     assert_eq!(
         (first.topic.as_str(), first.text().as_str()),
         ("facegate/cmd/enroll", "B")
     );
     // The daemon answered B (and only B) on cmd/result, which the read-only user reads.
-    watch.wait_for("the refusal", LIMIT, |l| {
-        l.iter().any(|l| l.contains(" cmd  enroll  refused  "))
-    });
+    let refusal = |l: &String| l.contains(" cmd  enroll  refused  ");
+    watch.wait_for("the refusal", LIMIT, |l| l.iter().any(refusal));
     let e2 = event("door", 2, EventKind::Unknown);
     publisher.publish_event(&e2).unwrap();
     let (status, lines, stderr) = watch.wait_exit(LIMIT);
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(tracks(&lines), [1, 2], "{lines:#?}");
-    assert_eq!(
-        lines.iter().filter(|l| l.contains(" cmd  enroll  refused  ")).count(),
-        1,
-        "{lines:#?}"
-    );
+    assert_eq!(lines.iter().filter(|l| refusal(l)).count(), 1, "{lines:#?}");
     let got = rt.block_on(integration.collect_on("/events", WAIT, |m| m.len() == 2));
     assert_eq!(got.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&[e1, e2]));
 
