@@ -1,5 +1,7 @@
 //! MQTT events end to end against a real Mosquitto (started here on a free port) and the
-//! in-process broker: schema, retained state, outages, restarts, last will, commands.
+//! in-process broker: schema, retained state, outages, restarts, last will, commands, events
+//! held for a subscriber, `facegate watch` (the binary), and the broker `deploy/install.sh`
+//! sets up.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
+use common::watch::Watch;
 use facegate::events::{
     Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport,
     WatchOptions, timestamp,
@@ -61,6 +64,12 @@ impl Subscriber {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_session(!persistent);
+        Subscriber::start_with(options, filters).await
+    }
+
+    /// Returns once the broker has acknowledged every subscription, or says it still has
+    /// them (a persistent session).
+    async fn start_with(options: MqttOptions, filters: &[&str]) -> Subscriber {
         let (client, mut eventloop) = AsyncClient::new(options, 32);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -68,6 +77,7 @@ impl Subscriber {
         let subscriber = client.clone();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
+            let mut acks = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
@@ -75,8 +85,16 @@ impl Subscriber {
                             subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
                         }
                     }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks >= filters.len()
+                            && let Some(r) = ready.take()
+                        {
                             let _ = r.send(());
                         }
                     }
@@ -1330,4 +1348,566 @@ async fn tls_with_a_client_certificate() {
         err.contains("server.ext") && err.contains("no PEM certificate"),
         "{err}"
     );
+}
+
+// ---- holding events for a subscriber (in-process broker) ---------------------------------
+
+fn in_process(dir: &Path, prefix: &str, hold_s: u64) -> MqttConfig {
+    let mut cfg = config(free_port(), dir, prefix);
+    cfg.host = None;
+    cfg.hold_for_subscriber_s = hold_s;
+    cfg
+}
+
+fn ids_of_events(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_broker_holds_events_until_someone_subscribes_to_them() {
+    init_tracing();
+    let dir = TempDir::new("hold");
+    let cfg = in_process(dir.path(), "fg9", 3600);
+    let port = cfg.port;
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    wait_until("connected", WAIT, || publisher.connected()).await;
+    let sent: Vec<Event> = (0..6)
+        .map(|i| event(if i % 2 == 0 { "door" } else { "gate" }, i, EventKind::Unknown))
+        .collect();
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+
+    // One camera's events, or other topics, do not end the hold: the other camera's events
+    // would reach nobody.
+    let mut door_only = Subscriber::start(port, "sub-hold-door", false, &["fg9/door/events", "fg9/+/status"]).await;
+    publisher.camera_status("gate", true);
+    // Statuses flow meanwhile; the link handed this one over in the same turn as it would
+    // have handed over events.
+    while door_only.next_on("fg9/gate/status").await.text() != "online" {}
+    assert_eq!(publisher.outbox_depth(), 6, "events wait in the outbox");
+    assert_eq!(publisher.metrics().published, 0, "no event sent before a subscriber");
+
+    // A subscriber of every camera's events: the backlog goes out, whole and in order.
+    let mut every = Subscriber::start(port, "sub-hold-all", false, &["fg9/+/events"]).await;
+    let got = every.collect_on("/events", WAIT, |m| m.len() == 6).await;
+    assert_eq!(got.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&sent));
+    let door = door_only.collect_on("/events", WAIT, |m| m.len() == 3).await;
+    let door_sent: Vec<Event> = sent.iter().filter(|e| e.camera == "door").cloned().collect();
+    assert_eq!(door.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&door_sent));
+    wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
+
+    // From then on events go out as they come.
+    let later = event("gate", 7, EventKind::Recognized);
+    publisher.publish_event(&later).unwrap();
+    assert_eq!(
+        event_id(&every.next_on("fg9/gate/events").await),
+        later.event_id.to_string()
+    );
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly && report.left_in_outbox == 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_survive_a_shutdown_and_go_out_when_the_hold_is_over_or_off() {
+    init_tracing();
+    let dir = TempDir::new("hold-time");
+    let cameras = ["door".to_string()];
+    let held: Vec<Event> = (0..3).map(|i| event("door", i, EventKind::Unknown)).collect();
+
+    // Nobody subscribes: a shutdown keeps the events for the next start, without waiting
+    // out a grace period that could not change that (the guard is far below the grace).
+    let cfg = in_process(dir.path(), "fg11", 3600);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    for e in &held {
+        publisher.publish_event(e).unwrap();
+    }
+    wait_until("connected", WAIT, || publisher.connected()).await;
+    let report = tokio::time::timeout(Duration::from_secs(120), publisher.shutdown(Duration::from_secs(600)))
+        .await
+        .expect("a held outbox does not wait out the grace period");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            sent: 0,
+            left_in_outbox: 3,
+            disconnected_cleanly: true
+        }
+    );
+
+    // The next start holds them for a second, then sends them whether anyone listens or not.
+    // (rumqttd cannot be stopped: each start gets a port of its own, the outbox is the same.)
+    let cfg = in_process(dir.path(), "fg11", 1);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(publisher.outbox_depth(), 3);
+    wait_until("held events sent once the hold is over", WAIT, || {
+        publisher.outbox_depth() == 0
+    })
+    .await;
+    assert_eq!(publisher.metrics().acked, 3);
+    publisher.shutdown(Duration::from_secs(2)).await;
+
+    // hold_for_subscriber_s = 0: no hold at all, as before it existed.
+    let cfg = in_process(dir.path(), "fg11", 0);
+    let (publisher, _commands) = Publisher::start(&cfg, &CommandsConfig::default(), &cameras, CancellationToken::new())
+        .await
+        .unwrap();
+    for e in &held {
+        let mut e = e.clone();
+        e.event_id = uuid::Uuid::new_v4();
+        publisher.publish_event(&e).unwrap();
+    }
+    wait_until("sent at once", WAIT, || publisher.metrics().acked == 3).await;
+    let report = publisher.shutdown(Duration::from_secs(2)).await;
+    assert!(report.disconnected_cleanly && report.left_in_outbox == 0, "{report:?}");
+}
+
+// ---- facegate watch, the binary ------------------------------------------------------------
+
+/// Generous: only there so that a hang fails instead of blocking the suite.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Track ids of the event lines, in printed order (`… (…, track 3, 12 frames)`).
+fn tracks(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = &l[l.find(", track ").or_else(|| l.find("(track "))?..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn watch_filters_events_counts_only_events_and_shows_command_results() {
+    let broker = Mosquitto::start(Persistence::Off);
+    let dir = TempDir::new("watch-cli");
+    let rt = runtime();
+    let cameras = ["door".to_string(), "gate".to_string()];
+    let cfg = config(broker.port, dir.path(), "fg10");
+    let (publisher, _commands) = rt
+        .block_on(Publisher::start(
+            &cfg,
+            &CommandsConfig::default(),
+            &cameras,
+            CancellationToken::new(),
+        ))
+        .unwrap();
+    let port = broker.port.to_string();
+    let envs = [
+        ("FACEGATE__MQTT__HOST", "127.0.0.1"),
+        ("FACEGATE__MQTT__PORT", port.as_str()),
+        ("FACEGATE__MQTT__PREFIX", "fg10"),
+    ];
+    let mut every = Watch::start(&["--count", "3"], &envs);
+    let mut gate = Watch::start(&["--camera", "gate", "--type", "unknown,spoof", "--count", "2"], &envs);
+    let args = [
+        "--person",
+        "Ann",
+        "--camera",
+        "door",
+        "--type",
+        "recognized",
+        "--type",
+        "spoof",
+    ];
+    let mut ann = Watch::start(&[&args[..], &["--count", "2"]].concat(), &envs);
+    // Subscribed once the availability (retained, or live) is printed.
+    for w in [&every, &gate, &ann] {
+        w.wait_for("availability", LIMIT, |l| {
+            l.iter().any(|l| l.ends_with(" fg10  daemon  online"))
+        });
+    }
+
+    // A command result is printed, and not counted.
+    publisher.command_result(
+        json!({"request_id": "r1", "command": "enroll", "ok": false, "code": "disabled",
+        "error": "disabled: remote commands are off"}),
+    );
+    let refused = " cmd  enroll  refused  disabled: remote commands are off  (request r1)";
+    for w in [&every, &gate, &ann] {
+        w.wait_for("the command result", LIMIT, |l| l.iter().any(|l| l.ends_with(refused)));
+    }
+    let mut spoof = event("gate", 4, EventKind::Spoof);
+    spoof.person = Some(PersonRef {
+        id: 7,
+        name: "Ann".into(),
+    });
+    let sent = [
+        event("door", 1, EventKind::Recognized),
+        event("gate", 2, EventKind::Unknown),
+        event("door", 3, EventKind::Unknown),
+        spoof,
+        event("gate", 5, EventKind::Recognized),
+        event("door", 6, EventKind::Recognized),
+    ];
+    for e in &sent {
+        publisher.publish_event(e).unwrap();
+    }
+
+    let (status, lines, stderr) = every.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 2, 3], "three events, then it stops:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" door  camera  offline")),
+        "{lines:#?}"
+    );
+
+    let (status, lines, stderr) = gate.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [2, 4], "gate's unknown and spoof events:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" gate  camera  offline")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(" door  ")), "only gate:\n{lines:#?}");
+
+    let (status, lines, stderr) = ann.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 6], "Ann at the door:\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains(" door  recognized  Ann  (")),
+        "{lines:#?}"
+    );
+    rt.block_on(publisher.shutdown(Duration::from_secs(2)));
+}
+
+#[test]
+fn watch_without_a_broker_is_an_environment_error_in_one_line() {
+    let port = free_port().to_string();
+    let one_line = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(8), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: cannot connect to the MQTT broker at 127.0.0.1:{port}: "
+            )),
+            "{err}"
+        );
+        err
+    };
+    // No mqtt.host: watch looked for the in-process broker of a daemon that does not run.
+    let err = one_line(&common::facegate(&["watch"], &[("FACEGATE__MQTT__PORT", &port)]));
+    assert!(
+        err.contains("facegate run") && err.contains("--wait") && err.contains("mqtt.host"),
+        "{err}"
+    );
+    // A broker named in mqtt.host that does not answer, even after --wait.
+    let envs = [
+        ("FACEGATE__MQTT__HOST", "127.0.0.1"),
+        ("FACEGATE__MQTT__PORT", port.as_str()),
+    ];
+    let err = one_line(&common::facegate(&["watch", "--wait", "0.3"], &envs));
+    assert!(err.contains("check mqtt.host and mqtt.port"), "{err}");
+}
+
+// ---- deploy/install.sh: Debian's mosquitto for production -----------------------------------
+
+/// Mosquitto with the configuration `deploy/install.sh --root` wrote, under a main file like
+/// Debian's (persistence on, `include_dir conf.d`); killed on drop.
+struct InstalledBroker {
+    root: std::path::PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl InstalledBroker {
+    fn start(root: &Path, port: u16) -> InstalledBroker {
+        let me = Process::new("id").arg("-un").output().unwrap();
+        let data = root.join("var/lib/mosquitto");
+        std::fs::create_dir_all(&data).unwrap();
+        let main = format!(
+            "persistence true\npersistence_location {}/\nlog_dest stderr\nuser {}\ninclude_dir {}\n",
+            data.display(),
+            String::from_utf8_lossy(&me.stdout).trim(),
+            root.join("etc/mosquitto/conf.d").display()
+        );
+        std::fs::write(root.join("mosquitto.conf"), main).unwrap();
+        let mut broker = InstalledBroker {
+            root: root.to_path_buf(),
+            port,
+            child: None,
+        };
+        broker.run();
+        broker
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.root.join("mosquitto.log")).unwrap();
+        let mut child = Process::new("mosquitto")
+            .arg("-c")
+            .arg(self.root.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("mosquitto (Debian) is needed");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let log = std::fs::read_to_string(self.root.join("mosquitto.log")).unwrap_or_default();
+            assert!(child.try_wait().unwrap().is_none(), "mosquitto stopped:\n{log}");
+            assert!(started.elapsed() < LIMIT, "mosquitto does not listen:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM: mosquitto saves sessions and queued messages, then exits.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        assert!(
+            Process::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for InstalledBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every file under `dir` with its content.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn install_sh(root: &Path, port: u16) {
+    let out = Process::new("bash")
+        .arg(common::repo().join("deploy/install.sh"))
+        .args(["--mqtt-only", "--mqtt-port", &port.to_string(), "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mosquitto_pub with QoS 1: it returns once the broker has acknowledged the message.
+fn publish_as(port: u16, login: Option<(&str, &str)>, topic: &str, message: &str) -> std::process::Output {
+    let mut cmd = Process::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        message,
+    ]);
+    if let Some((user, password)) = login {
+        cmd.args(["-u", user, "-P", password]);
+    }
+    cmd.output()
+        .expect("mosquitto_pub (Debian mosquitto-clients) is needed")
+}
+
+fn login_options(port: u16, client_id: &str, user: &str, password: &str, persistent: bool) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(!persistent);
+    options.set_credentials(user, password);
+    options
+}
+
+/// What `deploy/install.sh --root` made for the broker: its passwords and the watch settings.
+struct Installed {
+    daemon_pw: String,
+    watch_pw: String,
+    watch_toml: std::path::PathBuf,
+}
+
+/// Runs install.sh three times: the second run changes nothing, the third keeps someone's
+/// own users and ACL lines.
+fn install_and_check_the_files(root: &Path, port: u16) -> Installed {
+    install_sh(root, port);
+    let first = snapshot(root);
+    install_sh(root, port);
+    assert!(first == snapshot(root), "a second run changes nothing");
+    let etc = root.join("etc");
+    let (acl, passwd) = (
+        etc.join("mosquitto/facegate.acl"),
+        etc.join("mosquitto/facegate.passwd"),
+    );
+    let mut text = std::fs::read_to_string(&acl).unwrap();
+    text += "user facegate-admin\ntopic write facegate/cmd/enroll\n";
+    std::fs::write(&acl, &text).unwrap();
+    let added = Process::new("mosquitto_passwd")
+        .arg("-b")
+        .arg(&passwd)
+        .args(["facegate-admin", "secret"])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    install_sh(root, port);
+    assert_eq!(std::fs::read_to_string(&acl).unwrap(), text);
+    assert!(std::fs::read_to_string(&passwd).unwrap().contains("\nfacegate-admin:"));
+    let conf = std::fs::read_to_string(etc.join("mosquitto/conf.d/facegate.conf")).unwrap();
+    assert!(conf.contains(&format!("\nlistener {port} 127.0.0.1\n")), "{conf}");
+    let env = std::fs::read_to_string(etc.join("facegate/mqtt.env")).unwrap();
+    assert!(env.contains("FACEGATE__MQTT__HOST=127.0.0.1\n") && env.contains("FACEGATE__MQTT__USERNAME=facegate\n"));
+    let daemon_pw = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FACEGATE__MQTT__PASSWORD="))
+        .unwrap()
+        .to_string();
+    let watch_toml = etc.join("facegate/watch.toml");
+    let watch_pw = std::fs::read_to_string(&watch_toml)
+        .unwrap()
+        .lines()
+        .find_map(|l| Some(l.strip_prefix("password = \"")?.strip_suffix('"')?.to_string()))
+        .unwrap();
+    Installed {
+        daemon_pw,
+        watch_pw,
+        watch_toml,
+    }
+}
+
+/// Nobody without an account, nor with a wrong password.
+fn assert_logins_refused(port: u16, daemon_pw: &str) {
+    for login in [None, Some(("facegate", "wrong")), Some(("facegate-watch", daemon_pw))] {
+        let out = publish_as(port, login, "facegate/door/events", "{}");
+        assert!(!out.status.success(), "{login:?} got in");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not authorised"),
+            "{out:?}"
+        );
+    }
+}
+
+/// The daemon (`Publisher`) logged in as install.sh set it up.
+fn installed_daemon(rt: &tokio::runtime::Runtime, port: u16, dir: &Path, daemon_pw: &str) -> Publisher {
+    let cfg = MqttConfig {
+        username: Some("facegate".into()),
+        password: Some(daemon_pw.into()),
+        ..config(port, dir, "facegate")
+    };
+    let (publisher, _commands) = rt
+        .block_on(Publisher::start(
+            &cfg,
+            &CommandsConfig::default(),
+            &["door".to_string()],
+            CancellationToken::new(),
+        ))
+        .unwrap();
+    rt.block_on(wait_until("the daemon logged in", WAIT, || publisher.connected()));
+    publisher
+}
+
+#[test]
+fn install_sh_sets_up_mosquitto_so_that_each_user_may_do_what_it_must_and_no_more() {
+    let root = TempDir::new("install");
+    let port = free_port();
+    let Installed {
+        daemon_pw,
+        watch_pw,
+        watch_toml,
+    } = install_and_check_the_files(root.path(), port);
+    let mut broker = InstalledBroker::start(root.path(), port);
+    assert_logins_refused(port, &daemon_pw);
+    let rt = runtime();
+    let dir = TempDir::new("install-daemon");
+    let publisher = installed_daemon(&rt, port, dir.path(), &daemon_pw);
+    let integration = login_options(port, "integration", "facegate-watch", &watch_pw, true);
+    let mut integration = rt.block_on(Subscriber::start_with(integration, &["facegate/+/events"]));
+    let observer = login_options(port, "observer", "facegate", &daemon_pw, false);
+    let mut observer = rt.block_on(Subscriber::start_with(
+        observer,
+        &["facegate/cmd/#", "facegate/+/events"],
+    ));
+    let mut watch = Watch::start(&["--config", common::path_str(&watch_toml), "--count", "2"], &[]);
+    watch.wait_for("availability", LIMIT, |l| {
+        l.iter().any(|l| l.ends_with(" facegate  daemon  online"))
+    });
+
+    // The read-only user cannot command; the daemon's user cannot read events; the daemon
+    // reads commands: the first message the daemon's user sees is the daemon's user's command.
+    let watcher = Some(("facegate-watch", watch_pw.as_str()));
+    assert!(publish_as(port, watcher, "facegate/cmd/enroll", "A").status.success());
+    let e1 = event("door", 1, EventKind::Recognized);
+    publisher.publish_event(&e1).unwrap();
+    rt.block_on(wait_until("e1 acknowledged", WAIT, || publisher.outbox_depth() == 0));
+    let daemon = Some(("facegate", daemon_pw.as_str()));
+    assert!(publish_as(port, daemon, "facegate/cmd/enroll", "B").status.success());
+    let first = rt.block_on(observer.next());
+    assert_eq!(
+        (first.topic.as_str(), first.text().as_str()),
+        ("facegate/cmd/enroll", "B")
+    );
+    // The daemon answered B (and only B) on cmd/result, which the read-only user reads.
+    let refusal = |l: &String| l.contains(" cmd  enroll  refused  ");
+    watch.wait_for("the refusal", LIMIT, |l| l.iter().any(refusal));
+    let e2 = event("door", 2, EventKind::Unknown);
+    publisher.publish_event(&e2).unwrap();
+    let (status, lines, stderr) = watch.wait_exit(LIMIT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(tracks(&lines), [1, 2], "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| refusal(l)).count(), 1, "{lines:#?}");
+    let got = rt.block_on(integration.collect_on("/events", WAIT, |m| m.len() == 2));
+    assert_eq!(got.iter().map(event_id).collect::<Vec<_>>(), ids_of_events(&[e1, e2]));
+
+    // Persistence: an event queued for the integration while it is away outlives a restart
+    // of the broker.
+    drop(integration);
+    let e3 = event("door", 3, EventKind::Unknown);
+    publisher.publish_event(&e3).unwrap();
+    rt.block_on(wait_until("e3 acknowledged", WAIT, || publisher.outbox_depth() == 0));
+    broker.stop();
+    broker.run();
+    let integration = login_options(port, "integration", "facegate-watch", &watch_pw, true);
+    let mut integration = rt.block_on(Subscriber::start_with(integration, &["facegate/+/events"]));
+    let m = rt.block_on(integration.next_on("facegate/door/events"));
+    assert_eq!(event_id(&m), e3.event_id.to_string());
+    rt.block_on(wait_until("the daemon back", WAIT, || publisher.connected()));
+    rt.block_on(publisher.shutdown(Duration::from_secs(2)));
+    drop(observer);
 }

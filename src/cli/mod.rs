@@ -60,9 +60,19 @@ pub enum Command {
     },
     /// Print identity events from the broker as they arrive.
     Watch {
-        /// Stop after this many messages.
-        #[arg(long)]
+        /// Stop after this many identity events (camera states, availability and command
+        /// results are printed but not counted).
+        #[arg(long, value_name = "N")]
         count: Option<usize>,
+        /// Only this camera's events and state; repeat for more cameras.
+        #[arg(long = "camera", value_name = "NAME")]
+        cameras: Vec<String>,
+        /// Only events of this type: recognized, unknown or spoof; repeat or give a comma list.
+        #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+        kinds: Vec<crate::events::EventKind>,
+        /// Only events naming this person (recognized or spoof); repeat for more people.
+        #[arg(long = "person", value_name = "NAME")]
+        people: Vec<String>,
         /// Keep trying to reach the broker for this many seconds at start, e.g. while
         /// `facegate run` starts its in-process broker.
         #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
@@ -214,6 +224,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Run { report } => runtime()?.block_on(crate::app::run(cfg, report.clone())),
         Command::Watch {
             count,
+            cameras,
+            kinds,
+            people,
             wait,
             until_offline,
         } => {
@@ -221,9 +234,15 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
             let opts = crate::events::WatchOptions {
                 json: cli.json,
-                stop_after: *count,
+                stop_after: None,
+                count: *count,
                 connect_wait,
                 until_offline: *until_offline,
+                filter: crate::events::WatchFilter {
+                    cameras: cameras.clone(),
+                    kinds: kinds.clone(),
+                    people: people.clone(),
+                },
             };
             runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
         }

@@ -46,6 +46,12 @@ pub struct MqttConfig {
     pub outbox_path: PathBuf,
     /// Seconds between `{prefix}/stats` messages; 0 turns them off.
     pub stats_interval_s: u64,
+    /// In-process broker only: at start, events (the outbox's backlog and new ones) wait in
+    /// the outbox until someone subscribes to every camera's events (`{prefix}/+/events` or
+    /// a wildcard covering it), for at most this many seconds; then they go out whether
+    /// anyone listens or not. 0: no wait. rumqttd drops what nobody subscribed to, and
+    /// nobody can have subscribed to a broker that has just started.
+    pub hold_for_subscriber_s: u64,
 }
 
 impl Default for MqttConfig {
@@ -65,6 +71,7 @@ impl Default for MqttConfig {
             backoff_max_ms: 30_000,
             outbox_path: PathBuf::from("data/outbox.db"),
             stats_interval_s: 10,
+            hold_for_subscriber_s: 30,
         }
     }
 }
@@ -177,6 +184,12 @@ impl MqttConfig {
             p.push(format!(
                 "{key}.stats_interval_s: {} is more than a day; use 0 to turn stats off",
                 self.stats_interval_s
+            ));
+        }
+        if self.hold_for_subscriber_s > 86_400 {
+            p.push(format!(
+                "{key}.hold_for_subscriber_s: {} is more than a day; use 0 not to wait",
+                self.hold_for_subscriber_s
             ));
         }
         p
@@ -322,6 +335,7 @@ mod tests {
         assert_eq!((c.backoff_initial_ms, c.backoff_max_ms), (500, 30_000));
         assert_eq!(c.outbox_path, PathBuf::from("data/outbox.db"));
         assert_eq!(c.stats_interval_s, 10);
+        assert_eq!(c.hold_for_subscriber_s, 30);
         assert_eq!(c.broker_address(), "127.0.0.1:1883");
         assert_eq!(c.connect_host_for_socket(), "127.0.0.1");
         let v6 = MqttConfig {
@@ -348,6 +362,7 @@ mod tests {
             backoff_max_ms: 10_000_000,
             outbox_path: PathBuf::new(),
             stats_interval_s: 100_000,
+            hold_for_subscriber_s: 86_401,
         };
         let problems = c.validate("mqtt");
         let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
@@ -367,6 +382,7 @@ mod tests {
                 "mqtt.backoff_max_ms",
                 "mqtt.outbox_path",
                 "mqtt.stats_interval_s",
+                "mqtt.hold_for_subscriber_s",
             ],
             "{problems:#?}"
         );

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::MAX_PAYLOAD;
 use super::command::CommandError;
 use super::config::MqttConfig;
+use super::hold::{self, Hold, Release};
 use super::intake::CommandIntake;
 use super::model::Topics;
 use super::outbox::Outbox;
@@ -134,6 +135,22 @@ enum Sent {
     Disconnect,
 }
 
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Event(seq) => write!(f, "event {seq}"),
+            Sent::Other => f.write_str("a status, result or stats message"),
+            Sent::Subscribe => f.write_str("the command subscriptions"),
+            Sent::Disconnect => f.write_str("DISCONNECT"),
+        }
+    }
+}
+
+/// What was written before, for the logs: `nothing` when the queue is empty.
+fn described(sent: Option<Sent>) -> String {
+    sent.map_or_else(|| "nothing".to_owned(), |s| s.to_string())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -195,6 +212,8 @@ pub(crate) struct Link {
     cursor: i64,
     events_in_flight: usize,
     outbox_failing: bool,
+    /// Events wait for a subscriber while this is set (in-process broker, at start).
+    hold: Option<Hold>,
 
     phase: Phase,
     acked_at_drain: u64,
@@ -234,10 +253,17 @@ impl Link {
             cursor: 0,
             events_in_flight: 0,
             outbox_failing: false,
+            hold: None,
             phase: Phase::Running,
             acked_at_drain: 0,
             reply: None,
         }
+    }
+
+    /// Events wait for a subscriber until `hold` is over.
+    pub fn with_hold(mut self, hold: Option<Hold>) -> Link {
+        self.hold = hold;
+        self
     }
 
     pub async fn run(mut self, mut shutdown_rx: mpsc::Receiver<ShutdownRequest>) {
@@ -257,6 +283,7 @@ impl Link {
                         req = shutdown_rx.recv(), if self.phase == Phase::Running => self.on_shutdown_request(req),
                         _ = token.cancelled(), if self.commands.open() => self.stop_commands(),
                         _ = sleep_until(deadline.unwrap_or(at)), if deadline.is_some() => self.on_deadline(),
+                        _ = hold::signal(self.hold.as_ref()), if self.hold.is_some() => self.on_hold_signal(),
                         _ = shared.wake.notified() => { self.pump(); Flow::Continue }
                     };
                     if flow == Flow::Stop {
@@ -277,6 +304,7 @@ impl Link {
                         req = shutdown_rx.recv(), if self.phase == Phase::Running => self.on_shutdown_request(req),
                         _ = token.cancelled(), if self.commands.open() => self.stop_commands(),
                         _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.on_deadline(),
+                        _ = hold::signal(self.hold.as_ref()), if self.hold.is_some() => self.on_hold_signal(),
                         _ = shared.wake.notified() => { self.pump(); Flow::Continue }
                     };
                     if flow == Flow::Stop {
@@ -355,11 +383,11 @@ impl Link {
                     self.collided = Some(sent);
                     Flow::Continue
                 }
-                other => self.lost_track(format!("AwaitAck({pkid}) for {other:?}")),
+                other => self.lost_track(format!("AwaitAck({pkid}) for {}", described(other))),
             },
             MqttEvent::Outgoing(Outgoing::Subscribe(_)) => match self.submitted.pop_front() {
                 Some(Sent::Subscribe) => Flow::Continue,
-                other => self.lost_track(format!("Subscribe for {other:?}")),
+                other => self.lost_track(format!("Subscribe for {}", described(other))),
             },
             MqttEvent::Outgoing(Outgoing::Disconnect) => match (self.submitted.pop_front(), self.phase) {
                 // Written and flushed: the broker discards the will and closes the connection.
@@ -370,7 +398,7 @@ impl Link {
                     });
                     Flow::Continue
                 }
-                (other, _) => self.lost_track(format!("Disconnect for {other:?}")),
+                (other, _) => self.lost_track(format!("Disconnect for {}", described(other))),
             },
             _ => Flow::Continue,
         };
@@ -444,7 +472,7 @@ impl Link {
                 }
                 Flow::Continue
             }
-            other => self.lost_track(format!("Publish({pkid}) for {other:?}")),
+            other => self.lost_track(format!("Publish({pkid}) for {}", described(other))),
         }
     }
 
@@ -492,7 +520,7 @@ impl Link {
         Counters::add(&self.shared.counters.commands_received);
         match self.commands.take(verb, &publish.payload, publish.retain, unix_now()) {
             Ok(()) => {
-                tracing::info!(verb, "command received");
+                tracing::info!(verb = %verb, "command received");
                 Flow::Continue
             }
             Err(e) => self.refuse(e),
@@ -503,7 +531,7 @@ impl Link {
         Counters::add(&self.shared.counters.commands_rejected);
         Counters::add(&self.shared.counters.rejections[e.kind.index()]);
         tracing::warn!(
-            verb = e.verb, request_id = ?e.request_id, code = e.kind.code(), reason = %e.reason,
+            verb = %e.verb, request_id = %e.request_id.as_deref().unwrap_or("-"), code = %e.kind.code(), reason = %e.reason,
             "command refused"
         );
         push_result(&self.shared, e.result_json().to_string().into_bytes());
@@ -527,7 +555,7 @@ impl Link {
         }
         let closing = matches!(self.phase, Phase::Closing(_));
         self.send_statuses();
-        if !closing {
+        if !closing && !self.holding() {
             self.send_outbox();
         }
         self.send_results();
@@ -547,6 +575,42 @@ impl Link {
         if closing {
             self.send_goodbye();
         }
+    }
+
+    // ---- holding events for a subscriber ---------------------------------------------------
+
+    /// Whether events still wait for a subscriber; ends the hold, for good, once one has
+    /// subscribed or the time is up.
+    fn holding(&mut self) -> bool {
+        let Some(hold) = &self.hold else {
+            return false;
+        };
+        let Some(release) = hold.released(Instant::now()) else {
+            return true;
+        };
+        let waiting = self.shared.depth.load(Ordering::Relaxed);
+        match release {
+            Release::Subscriber => tracing::info!(
+                filter = %hold.filter(),
+                waiting,
+                "someone subscribed to the events; sending those waiting in the outbox"
+            ),
+            Release::TimeUp => tracing::warn!(
+                filter = %hold.filter(),
+                waiting,
+                hold_for_subscriber_s = hold.limit_s(),
+                "nobody subscribed to the events in time; sending them anyway (the in-process broker drops what nobody subscribed to)"
+            ),
+        }
+        self.hold = None;
+        false
+    }
+
+    fn on_hold_signal(&mut self) -> Flow {
+        if !self.holding() {
+            self.pump();
+        }
+        self.check_drained()
     }
 
     fn send_statuses(&mut self) {
@@ -685,7 +749,7 @@ impl Link {
                 self.backoff.reset();
             }
             tracing::warn!(
-                broker = %self.broker, error, waiting,
+                broker = %self.broker, error = %error, waiting,
                 "lost the MQTT connection; reconnecting with backoff (events wait in the outbox)"
             );
             self.outage = Some(Outage {
@@ -694,10 +758,10 @@ impl Link {
             });
         } else if let Some(outage) = &mut self.outage {
             outage.attempts += 1;
-            tracing::debug!(broker = %self.broker, error, attempts = outage.attempts, "MQTT broker still unreachable");
+            tracing::debug!(broker = %self.broker, error = %error, attempts = outage.attempts, "MQTT broker still unreachable");
         } else {
             tracing::warn!(
-                broker = %self.broker, error, waiting,
+                broker = %self.broker, error = %error, waiting,
                 "cannot reach the MQTT broker; retrying with backoff (events wait in the outbox)"
             );
             self.outage = Some(Outage {
@@ -764,11 +828,18 @@ impl Link {
     }
 
     fn check_drained(&mut self) -> Flow {
-        if let Phase::Draining { .. } = self.phase
-            && self.connected()
-            && self.shared.depth.load(Ordering::Relaxed) == 0
-            && self.events_in_flight == 0
-        {
+        if !matches!(self.phase, Phase::Draining { .. }) || !self.connected() || self.events_in_flight > 0 {
+            return Flow::Continue;
+        }
+        let waiting = self.shared.depth.load(Ordering::Relaxed);
+        if waiting == 0 {
+            self.start_closing();
+        } else if self.holding() {
+            // Nobody to send them to: waiting out the grace period would not change that.
+            tracing::info!(
+                waiting,
+                "nobody subscribed to the events yet; they stay in the outbox for the next start"
+            );
             self.start_closing();
         }
         Flow::Continue

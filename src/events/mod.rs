@@ -8,12 +8,14 @@
 //!   and hands remote enrollment/removal commands to the application: signed with a shared
 //!   key (HMAC-SHA256), fresh, never replayed, and off unless `[commands]` turns them on.
 //! - With no broker host configured, an in-process broker (rumqttd) listens on
-//!   127.0.0.1 so that a first run needs nothing external.
+//!   127.0.0.1 so that a first run needs nothing external. At start, events wait in the
+//!   outbox until someone subscribes to them there ([`hold`]): it would drop them otherwise.
 //! - [`watch`] is `facegate watch`: events as a person wants to read them.
 
 mod broker;
 mod command;
 mod config;
+mod hold;
 mod intake;
 mod link;
 mod model;
@@ -30,7 +32,7 @@ pub use model::{EVENT_FIELDS, Event, EventKind, Liveness, PersonRef, Topics, che
 pub use publisher::{CommandRejections, Publisher, PublisherMetrics};
 pub use signing::{CommandKey, MIN_KEY_BYTES, sign_command};
 pub use state::ShutdownReport;
-pub use watch::{WatchOptions, watch};
+pub use watch::{WatchFilter, WatchOptions, watch};
 
 #[cfg(test)]
 mod tests {

@@ -59,12 +59,26 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 3] = [EventKind::Recognized, EventKind::Unknown, EventKind::Spoof];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Recognized => "recognized",
             EventKind::Unknown => "unknown",
             EventKind::Spoof => "spoof",
         }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    /// `recognized`, `unknown` or `spoof`, as events spell them.
+    fn from_str(s: &str) -> Result<EventKind, String> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s.trim())
+            .ok_or_else(|| format!("{s:?} is not one of recognized, unknown, spoof"))
     }
 }
 
@@ -132,6 +146,7 @@ pub(crate) enum TopicKind<'a> {
     Available,
     Status(&'a str),
     Events(&'a str),
+    CmdResult,
     Other,
 }
 
@@ -178,12 +193,14 @@ impl Topics {
         format!("{}/cmd/result", self.prefix)
     }
 
-    /// Subscription filters for every camera's events and status and the daemon's availability.
-    pub fn watch_filters(&self) -> [String; 3] {
+    /// Subscription filters for every camera's events and status, the daemon's availability
+    /// and command results.
+    pub fn watch_filters(&self) -> [String; 4] {
         [
             format!("{}/+/events", self.prefix),
             format!("{}/+/status", self.prefix),
             self.available(),
+            self.cmd_result(),
         ]
     }
 
@@ -194,8 +211,10 @@ impl Topics {
         else {
             return TopicKind::Other;
         };
-        if rest == "available" {
-            return TopicKind::Available;
+        match rest {
+            "available" => return TopicKind::Available,
+            "cmd/result" => return TopicKind::CmdResult,
+            _ => {}
         }
         match rest.split_once('/') {
             Some((camera, "status")) if !camera.is_empty() => TopicKind::Status(camera),
@@ -281,7 +300,9 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(k).unwrap(), s);
             assert_eq!(k.as_str(), s);
+            assert_eq!(s.parse::<EventKind>(), Ok(k));
         }
+        assert!("Recognized".parse::<EventKind>().is_err());
         assert!(serde_json::from_value::<EventKind>(json!("Recognized")).is_err());
     }
 
@@ -305,7 +326,12 @@ mod tests {
         assert_eq!(t.cmd_result(), "facegate/cmd/result");
         assert_eq!(
             t.watch_filters(),
-            ["facegate/+/events", "facegate/+/status", "facegate/available"]
+            [
+                "facegate/+/events",
+                "facegate/+/status",
+                "facegate/available",
+                "facegate/cmd/result"
+            ]
         );
         let t = Topics::new("site1/facegate");
         assert_eq!(t.camera_events("gate"), "site1/facegate/gate/events");
@@ -318,7 +344,8 @@ mod tests {
         assert_eq!(t.classify("site1/fg/door/status"), TopicKind::Status("door"));
         assert_eq!(t.classify("site1/fg/door/events"), TopicKind::Events("door"));
         assert_eq!(t.classify("site1/fg/stats"), TopicKind::Other);
-        assert_eq!(t.classify("site1/fg/cmd/result"), TopicKind::Other);
+        assert_eq!(t.classify("site1/fg/cmd/result"), TopicKind::CmdResult);
+        assert_eq!(t.classify("site1/fg/cmd/enroll"), TopicKind::Other);
         assert_eq!(t.classify("site1/fg/a/b/events"), TopicKind::Other);
         assert_eq!(t.classify("site1/fgx/door/events"), TopicKind::Other);
         assert_eq!(t.classify("other/door/events"), TopicKind::Other);

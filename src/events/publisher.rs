@@ -9,9 +9,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::broker;
+use super::broker::{self, Listeners};
 use super::command::{Command, Rejection};
 use super::config::{CommandsConfig, MqttConfig};
+use super::hold::Hold;
 use super::intake::CommandIntake;
 use super::link::{self, Link, MAX_OUTGOING};
 use super::model::{Event, Topics, check_topic_segment};
@@ -21,6 +22,31 @@ use crate::error::Error;
 
 /// Commands waiting for the application; more are refused as busy.
 const COMMAND_QUEUE: usize = 16;
+
+/// Starts the in-process broker when no host is configured, and returns the hold on events
+/// that goes with it (none when `mqtt.hold_for_subscriber_s` is 0).
+async fn start_embedded_broker(cfg: &MqttConfig, topics: &Topics, waiting: u64) -> Result<Option<Hold>, Error> {
+    if cfg.host.is_some() {
+        return Ok(None);
+    }
+    let listeners = Listeners::new(topics.prefix());
+    let (port, watching) = (cfg.port, listeners.clone());
+    tokio::task::spawn_blocking(move || broker::start_embedded(port, watching))
+        .await
+        .map_err(|e| Error::Environment(format!("the in-process MQTT broker did not start: {e}")))??;
+    if cfg.hold_for_subscriber_s == 0 {
+        return Ok(None);
+    }
+    let filter = topics.camera_events("+");
+    tracing::info!(
+        waiting,
+        filter = %filter,
+        hold_for_subscriber_s = cfg.hold_for_subscriber_s,
+        "events wait in the outbox until someone subscribes to them"
+    );
+    let limit = std::time::Duration::from_secs(cfg.hold_for_subscriber_s);
+    Ok(Some(Hold::new(listeners, limit, filter)))
+}
 
 /// Publishes identity events and daemon state; see the module documentation.
 ///
@@ -151,15 +177,7 @@ impl Publisher {
         let reader = Outbox::open(&cfg.outbox_path, Durability::Normal)?;
         let depth = reader.depth()?;
 
-        if cfg.host.is_none() {
-            let port = cfg.port;
-            tokio::task::spawn_blocking(move || broker::start_embedded(port))
-                .await
-                .map_err(|e| Error::Input {
-                    path: format!("mqtt://127.0.0.1:{port}").into(),
-                    reason: format!("the in-process broker did not start: {e}"),
-                })??;
-        }
+        let hold = start_embedded_broker(cfg, &topics, depth).await?;
         let options = link::mqtt_options(cfg, &topics, &cfg.client_id, link::Session::Persistent)?;
 
         let statuses = cameras
@@ -178,7 +196,7 @@ impl Publisher {
         let (command_tx, command_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let intake = CommandIntake::new(command_tx, key, commands.max_age_s);
         let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
-        let link = Link::new(cfg, options, topics.clone(), shared.clone(), reader, intake, shutdown);
+        let link = Link::new(cfg, options, topics.clone(), shared.clone(), reader, intake, shutdown).with_hold(hold);
         tracing::info!(
             broker = %cfg.broker_address(),
             embedded = cfg.host.is_none(),
@@ -197,7 +215,9 @@ impl Publisher {
         Ok((Publisher { inner: Arc::new(inner) }, command_rx))
     }
 
-    /// Stores the event in the outbox (committed to disk) and wakes the sender. Returns once
+    /// Stores the event in the outbox (committed to disk) and wakes the sender. With the
+    /// in-process broker, events are sent once someone subscribes to them or
+    /// `mqtt.hold_for_subscriber_s` after the start, whichever comes first. Returns once
     /// the event is stored, whether or not the broker is reachable. Blocks for the length of
     /// one SQLite commit.
     pub fn publish_event(&self, event: &Event) -> Result<(), Error> {
@@ -244,7 +264,7 @@ impl Publisher {
     /// published again after every reconnect.
     pub fn camera_status(&self, camera: &str, online: bool) {
         if let Err(why) = check_topic_segment(camera) {
-            tracing::error!(camera, "camera status not published: name {why}");
+            tracing::error!(camera = %camera, "camera status not published: name {why}");
             return;
         }
         let shared = &self.inner.shared;

@@ -3,6 +3,7 @@
 
 pub mod mosquitto;
 pub mod rtsp;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
