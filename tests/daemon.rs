@@ -850,7 +850,7 @@ fn signed_remote_enrollment_follows_the_cli_rules() {
     };
     let sample2 = sample(2);
     let photo = path_str(&sample2);
-    let steps: [(&[&str], bool, &str); 3] = [
+    let steps: [(&[&str], bool, &str); 5] = [
         (
             &["--name", "Bea", "--image", photo, "--request-id", "several"],
             false,
@@ -876,6 +876,9 @@ fn signed_remote_enrollment_follows_the_cli_rules() {
             true,
             "",
         ),
+        // The enrollment guard rails are the CLI's too: Bea's face under another name.
+        (&["--name", "Twin", "--image", photo, "--largest", "--request-id", "twin"], false, "matches Bea"),
+        (&["--name", "Twin", "--image", photo, "--largest", "--force", "--request-id", "forced"], true, ""),
     ];
     for (i, (args, ok, why)) in steps.iter().enumerate() {
         publish_signed(broker.port, &key, "enroll", args);

@@ -710,6 +710,7 @@ async fn signed_commands_reach_the_application_and_forgeries_stale_ones_and_repl
             image: jpeg.clone(),
             append: true,
             largest: true,
+            force: false,
             metadata: Some(json!({"badge": 1042})),
         }
     );
@@ -910,6 +911,7 @@ async fn commands_signed_with_openssl_and_jq_or_facegate_sign_are_accepted() {
             image: photo(),
             append: false,
             largest: false,
+            force: false,
             metadata: None,
         }
     );
@@ -929,6 +931,7 @@ async fn commands_signed_with_openssl_and_jq_or_facegate_sign_are_accepted() {
             image: photo(),
             append: true,
             largest: true,
+            force: false,
             metadata: Some(json!({"badge": 1042})),
         }
     );

@@ -136,7 +136,12 @@ pub async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|e| Error::Config(vec![format!("admin.listen: cannot listen on {}: {e}", cfg.listen)]))?;
+        .map_err(|e| {
+            Error::Environment(format!(
+                "admin.listen: cannot listen on {}: {e} (another program holds the port? change admin.listen)",
+                cfg.listen
+            ))
+        })?;
     let app = router(state);
     Ok(tokio::spawn(async move {
         let result = axum::serve(listener, app)

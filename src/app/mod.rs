@@ -106,11 +106,13 @@ impl Daemon {
         let worker = self.worker;
         let worker_result = tokio::task::spawn_blocking(move || worker.join()).await;
         let grace = Duration::from_secs(self.cfg.daemon.shutdown_grace_s);
+        let publisher_metrics = self.publisher.clone();
         let report = self.publisher.shutdown(grace).await;
         if self.cfg.mqtt.host.is_none() {
             tokio::time::sleep(EMBEDDED_BROKER_LINGER).await;
         }
         tracing::info!(
+            events_delivered = publisher_metrics.metrics().acked,
             delivered_during_shutdown = report.sent,
             left_in_outbox = report.left_in_outbox,
             disconnected_cleanly = report.disconnected_cleanly,

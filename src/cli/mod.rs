@@ -221,7 +221,19 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             print(cli.json, &report, || report.to_text());
             Ok(())
         }
-        Command::Run { report } => runtime()?.block_on(crate::app::run(cfg, report.clone())),
+        Command::Run { report } => {
+            let file = file
+                .map(Path::to_path_buf)
+                .or_else(|| Some(PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()));
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                config = %file.as_deref().map_or("none (defaults and environment)".into(), |f| f.display().to_string()),
+                gallery = %cfg.gallery.path.display(),
+                device = cfg.inference.device.as_str(),
+                "facegate starting"
+            );
+            runtime()?.block_on(crate::app::run(cfg, report.clone()))
+        }
         Command::Watch {
             count,
             cameras,

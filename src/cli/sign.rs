@@ -34,6 +34,9 @@ pub enum SignCommand {
         /// Enroll the largest face of a photo that shows several.
         #[arg(long)]
         largest: bool,
+        /// Enroll even when the face matches another enrolled person.
+        #[arg(long)]
+        force: bool,
         /// Free-form JSON object stored with the person (e.g. '{"badge": 1042}').
         #[arg(long, value_name = "JSON")]
         metadata: Option<String>,
@@ -67,6 +70,7 @@ pub fn sign(args: &SignArgs) -> Result<(), Error> {
             image,
             append,
             largest,
+            force,
             metadata,
             request_id,
         } => Command::Enroll {
@@ -75,6 +79,7 @@ pub fn sign(args: &SignArgs) -> Result<(), Error> {
             image: read_photo(image)?,
             append: *append,
             largest: *largest,
+            force: *force,
             metadata: metadata.as_deref().map(parse_metadata).transpose()?,
         },
         SignCommand::Remove { name, request_id } => Command::Remove {

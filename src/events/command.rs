@@ -4,7 +4,7 @@
 //! Commands travel signed (see [`super::signing`] and docs/remote-commands.md); this module
 //! reads the command's own fields from the signed body:
 //! - enroll: `{"request_id"?, "name": string, "image": base64 image, "append"?: bool,
-//!   "largest"?: bool, "metadata"?: object}`
+//!   "largest"?: bool, "force"?: bool, "metadata"?: object}`
 //! - remove: `{"request_id"?, "name": string}`
 
 use base64::Engine as _;
@@ -25,6 +25,8 @@ pub enum Command {
         /// Enroll the largest face when the photo shows several (otherwise such a photo is
         /// refused: the wrong person could be enrolled).
         largest: bool,
+        /// Enroll even when the face matches another enrolled person.
+        force: bool,
         /// Free-form JSON object stored with the person.
         metadata: Option<Value>,
     },
@@ -60,6 +62,7 @@ impl Command {
                 image,
                 append,
                 largest,
+                force,
                 metadata,
                 ..
             } => {
@@ -67,6 +70,7 @@ impl Command {
                 body["image"] = json!(base64::engine::general_purpose::STANDARD.encode(image));
                 body["append"] = json!(append);
                 body["largest"] = json!(largest);
+                body["force"] = json!(force);
                 if let Some(m) = metadata {
                     body["metadata"] = m.clone();
                 }
@@ -220,6 +224,7 @@ pub(crate) fn parse_fields(
                 image,
                 append: take_flag(&mut obj, "append")?,
                 largest: take_flag(&mut obj, "largest")?,
+                force: take_flag(&mut obj, "force")?,
                 metadata,
             }
         }
@@ -337,6 +342,7 @@ mod tests {
                 image: JPEG.to_vec(),
                 append: true,
                 largest: true,
+                force: false,
                 metadata: Some(json!({"badge": 1042})),
             }
         );
@@ -351,6 +357,7 @@ mod tests {
                 image: JPEG.to_vec(),
                 append: false,
                 largest: false,
+                force: false,
                 metadata: None,
             }
         );
@@ -373,6 +380,7 @@ mod tests {
                 image: JPEG.to_vec(),
                 append: true,
                 largest: false,
+                force: false,
                 metadata: Some(json!({"badge": 7})),
             },
             Command::Remove {

@@ -272,6 +272,7 @@ mod tests {
             image: b"GIF89a".to_vec(),
             append: false,
             largest: false,
+            force: false,
             metadata: None,
         };
         assert!(sign_command(&key, &bad, 0).unwrap_err().contains("not a JPEG"));

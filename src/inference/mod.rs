@@ -73,6 +73,16 @@ impl InferenceConfig {
     }
 }
 
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -24,6 +24,7 @@ pub(crate) fn handle(engine: &mut FaceEngine, gallery: &mut Gallery, ctx: &Worke
             image,
             append,
             largest,
+            force,
             metadata,
             ..
         } => {
@@ -36,7 +37,7 @@ pub(crate) fn handle(engine: &mut FaceEngine, gallery: &mut Gallery, ctx: &Worke
                 largest,
                 append,
                 metadata: metadata.unwrap_or_else(|| json!({})),
-                force: false,
+                force,
             };
             let result = enroll::enroll(engine, gallery, &ctx.cfg.enroll_rules(), request).map(|done| done.to_json());
             (name, result)

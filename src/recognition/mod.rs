@@ -173,6 +173,9 @@ impl Worker {
         let engine = FaceEngine::load(&ctx.cfg.models, &ctx.cfg.inference, &ctx.cfg.detector)?;
         let on = format!("detector and embedder on {}", engine.provider().as_str());
         tracing::info!(provider = engine.provider().as_str(), "models loaded");
+        if let Some(reason) = engine.cuda_fallback() {
+            tracing::info!(%reason, "CUDA unavailable, running on CPU");
+        }
         WorkerHealth::note(&ctx.health.models_note, on);
         ctx.health.models_loaded.store(true, Ordering::Relaxed);
         let gallery = Gallery::open_or_create(&ctx.cfg.gallery, engine.model_id())?;

@@ -37,6 +37,15 @@ pub enum QueuePolicy {
     DropOldest,
 }
 
+impl QueuePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueuePolicy::Block => "block",
+            QueuePolicy::DropOldest => "drop_oldest",
+        }
+    }
+}
+
 /// A consumer's counters; clones share the same values, so the application can register
 /// the very handles it passes in. `Default` gives unregistered ones.
 ///
@@ -184,7 +193,7 @@ impl FrameBus {
             queue: queue.clone(),
             decimator: PtsDecimator::new(spec.fps),
         });
-        tracing::debug!(camera = %self.camera, consumer = %name, capacity = spec.capacity, policy = ?spec.policy, fps = spec.fps, "frame consumer subscribed");
+        tracing::debug!(camera = %self.camera, consumer = %name, capacity = spec.capacity, policy = spec.policy.as_str(), fps = spec.fps, "frame consumer subscribed");
         FrameReceiver {
             id,
             queue,
