@@ -389,7 +389,8 @@ fn assert_one_event_per_decision(events: &[Value]) {
     }
 }
 
-fn replay_run(name: &str) -> (Vec<Value>, Subscriber, Mosquitto) {
+/// A replay against a fresh broker: its events, the subscriber, the broker, the daemon's log.
+fn replay_run(name: &str) -> (Vec<Value>, Subscriber, Mosquitto, String) {
     let broker = Mosquitto::start(Persistence::Off);
     let sub = Subscriber::start(broker.port, &format!("sub-{name}"));
     let s = setup(name, broker.port, &file_camera(&demo_video(), false));
@@ -399,12 +400,12 @@ fn replay_run(name: &str) -> (Vec<Value>, Subscriber, Mosquitto) {
     sub.wait_until("offline", Duration::from_secs(10), |s| {
         s.messages("/available").last().is_some_and(|m| m == "offline")
     });
-    (sub.events(), sub, broker)
+    (sub.events(), sub, broker, log(&s))
 }
 
 #[test]
 fn replay_recognizes_the_enrolled_person_and_nobody_else() {
-    let (events, sub, _broker) = replay_run("daemon-replay");
+    let (events, sub, _broker, daemon_log) = replay_run("daemon-replay");
     assert!(!events.is_empty(), "no events");
     for e in &events {
         assert_event_schema(e);
@@ -421,19 +422,36 @@ fn replay_recognizes_the_enrolled_person_and_nobody_else() {
         "strangers not reported: {events:?}"
     );
     assert_one_event_per_decision(&events);
+    // The last line says how many events reached the broker over the whole run.
+    let delivered = daemon_log
+        .lines()
+        .find(|l| l.contains("INFO stopped "))
+        .and_then(|l| {
+            l.split("events_delivered=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        });
+    assert_eq!(
+        delivered,
+        Some(events.len()),
+        "the shutdown line counts the run's events"
+    );
     // Retained statuses and the availability lifecycle.
     assert_eq!(sub.messages("/available").first().map(String::as_str), Some("online"));
     assert!(sub.messages("/door/status").iter().any(|m| m == "online"));
     assert!(!sub.messages("/stats").is_empty(), "periodic stats");
 
     // A replay is deterministic: a second run decides the same.
-    let (again, _, _) = replay_run("daemon-replay-2");
+    let (again, _, _, _) = replay_run("daemon-replay-2");
     assert_eq!(decisions(&events), decisions(&again));
 }
 
 #[test]
 fn broker_outage_mid_replay_loses_no_event() {
-    let (undisturbed, _, _) = replay_run("daemon-undisturbed");
+    let (undisturbed, _, _, _) = replay_run("daemon-undisturbed");
 
     let mut broker = Mosquitto::start(Persistence::OnExit);
     let sub = Subscriber::start(broker.port, "sub-outage");
@@ -877,8 +895,25 @@ fn signed_remote_enrollment_follows_the_cli_rules() {
             "",
         ),
         // The enrollment guard rails are the CLI's too: Bea's face under another name.
-        (&["--name", "Twin", "--image", photo, "--largest", "--request-id", "twin"], false, "matches Bea"),
-        (&["--name", "Twin", "--image", photo, "--largest", "--force", "--request-id", "forced"], true, ""),
+        (
+            &["--name", "Twin", "--image", photo, "--largest", "--request-id", "twin"],
+            false,
+            "matches Bea",
+        ),
+        (
+            &[
+                "--name",
+                "Twin",
+                "--image",
+                photo,
+                "--largest",
+                "--force",
+                "--request-id",
+                "forced",
+            ],
+            true,
+            "",
+        ),
     ];
     for (i, (args, ok, why)) in steps.iter().enumerate() {
         publish_signed(broker.port, &key, "enroll", args);

@@ -148,8 +148,36 @@ fn one_shot_enrollment_identifies_the_person_and_nobody_else() {
         for f in identify(&g, &sample(n)) {
             assert_ne!(f["decision"], "match", "sample{n}: nobody there is enrolled: {f}");
             assert!(f["person"].is_null());
+            // An unknown face says why.
+            if f["decision"] == "unknown" {
+                let why = f["reason"].as_str().unwrap_or("");
+                assert!(
+                    why.contains("below the threshold") || why.contains("within the margin"),
+                    "{f}"
+                );
+            }
         }
     }
+    // Plain text lists the candidates asked for with --top.
+    let out = facegate(
+        &[
+            "--gallery",
+            path_str(&g),
+            "identify",
+            "--top",
+            "3",
+            path_str(&sample(3)),
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["Ann", "Bob", "Cy"] {
+        assert!(
+            text.contains(&format!(". {name} ")),
+            "{name} not among the candidates:\n{text}"
+        );
+    }
+    assert!(text.contains("unknown: "), "{text}");
 }
 
 #[test]

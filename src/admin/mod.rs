@@ -134,14 +134,12 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| {
-            Error::Environment(format!(
-                "admin.listen: cannot listen on {}: {e} (another program holds the port? change admin.listen)",
-                cfg.listen
-            ))
-        })?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        Error::Environment(format!(
+            "admin.listen: cannot listen on {}: {e} (another program holds the port? change admin.listen)",
+            cfg.listen
+        ))
+    })?;
     let app = router(state);
     Ok(tokio::spawn(async move {
         let result = axum::serve(listener, app)

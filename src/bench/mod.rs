@@ -83,7 +83,10 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<BenchReport, Error> {
     let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
     let paths = if args.images.is_empty() {
         (1..=6)
-            .map(|i| cfg.models.resolve(std::path::Path::new(&format!("samples/sample{i}.jpg"))))
+            .map(|i| {
+                cfg.models
+                    .resolve(std::path::Path::new(&format!("samples/sample{i}.jpg")))
+            })
             .collect()
     } else {
         args.images.clone()
