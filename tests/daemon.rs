@@ -313,7 +313,7 @@ fn sigterm(child: &Child) {
         .unwrap();
 }
 
-/// Every field of DESIGN.md §3's event, with its type, and nothing else.
+/// Every field of the event contract (docs/mqtt.md), with its type, and nothing else.
 fn assert_event_schema(e: &Value) {
     let mut keys: Vec<&str> = e
         .as_object()
@@ -423,17 +423,14 @@ fn replay_recognizes_the_enrolled_person_and_nobody_else() {
     );
     assert_one_event_per_decision(&events);
     // The last line says how many events reached the broker over the whole run.
-    let delivered = daemon_log
-        .lines()
-        .find(|l| l.contains("INFO stopped "))
-        .and_then(|l| {
-            l.split("events_delivered=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        });
+    let delivered = daemon_log.lines().find(|l| l.contains("INFO stopped ")).and_then(|l| {
+        l.split("events_delivered=")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse::<usize>()
+            .ok()
+    });
     assert_eq!(
         delivered,
         Some(events.len()),

@@ -224,7 +224,7 @@ fn event_id(m: &Msg) -> String {
     m.json()["event_id"].as_str().unwrap().to_owned()
 }
 
-/// Checks one received event against the contract of DESIGN.md §3, field by field.
+/// Checks one received event against the contract (docs/mqtt.md), field by field.
 fn assert_schema(v: &Value) {
     let obj = v.as_object().expect("event is a JSON object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();

@@ -199,6 +199,63 @@ pub fn run(cfg: &Config, args: &BenchGalleryArgs) -> Result<GalleryBenchReport, 
     result
 }
 
+/// A synthetic gallery at `path`: `templates_per_person` samples around each centre, one
+/// transaction per person, as `enroll` does.
+fn write_gallery(path: &std::path::Path, centres: &[Vec<f32>], args: &BenchGalleryArgs) -> Result<(), Error> {
+    let mut store = Store::open_or_create(path)?;
+    let mut rng = Rng::new(args.seed, 2);
+    let meta = serde_json::json!({});
+    for (p, c) in centres.iter().enumerate() {
+        let templates: Vec<NewTemplate> = (0..args.templates_per_person)
+            .map(|t| NewTemplate {
+                embedding: rng.sample(c, args.noise),
+                model: SYNTHETIC_MODEL.into(),
+                quality: 1.0,
+                source_sha256: format!("{p}-{t}"),
+                crop: None,
+            })
+            .collect();
+        store.enroll(&format!("person-{p:06}"), &meta, &templates, false)?;
+    }
+    Ok(())
+}
+
+/// How often the fast search agrees with the exact one, as fractions of the queries:
+/// (best person, best template, runner-up person, match/unknown decision).
+fn agreement(fast: &[Vec<Hit>], exact: &[Vec<Hit>], threshold: f32, margin: f32) -> [f64; 4] {
+    let decide = |hits: &[Hit]| {
+        let c: Vec<Candidate> = hits
+            .iter()
+            .map(|h| Candidate {
+                person_id: h.person_id,
+                name: String::new(),
+                similarity: h.similarity,
+            })
+            .collect();
+        matcher::decide(&c, threshold, margin)
+    };
+    let n = fast.len().max(1) as f64;
+    let agree = |f: &dyn Fn(&[Hit], &[Hit]) -> bool| fast.iter().zip(exact).filter(|(a, b)| f(a, b)).count() as f64 / n;
+    let key = |h: Option<&Hit>| h.map(|h| (h.person_id, h.template_id));
+    [
+        agree(&|a, b| key(a.first()).map(|k| k.0) == key(b.first()).map(|k| k.0)),
+        agree(&|a, b| key(a.first()) == key(b.first())),
+        agree(&|a, b| key(a.get(1)).map(|k| k.0) == key(b.get(1)).map(|k| k.0)),
+        agree(&|a, b| decide(a) == decide(b)),
+    ]
+}
+
+/// Fresh samples of random enrolled people.
+fn probes(args: &BenchGalleryArgs, centres: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(args.seed, 3);
+    (0..args.queries)
+        .map(|_| {
+            let who = (rng.next_u64() % args.persons as u64) as usize;
+            rng.sample(&centres[who], args.noise)
+        })
+        .collect()
+}
+
 fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result<GalleryBenchReport, Error> {
     let load_start = load_avg();
     let mut gcfg = cfg.gallery.clone();
@@ -208,23 +265,7 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
 
     // 1. Write, one transaction per person.
     let started = Instant::now();
-    {
-        let mut store = Store::open_or_create(&gcfg.path)?;
-        let mut rng = Rng::new(args.seed, 2);
-        let meta = serde_json::json!({});
-        for (p, c) in centres.iter().enumerate() {
-            let templates: Vec<NewTemplate> = (0..args.templates_per_person)
-                .map(|t| NewTemplate {
-                    embedding: rng.sample(c, args.noise),
-                    model: SYNTHETIC_MODEL.into(),
-                    quality: 1.0,
-                    source_sha256: format!("{p}-{t}"),
-                    crop: None,
-                })
-                .collect();
-            store.enroll(&format!("person-{p:06}"), &meta, &templates, false)?;
-        }
-    }
+    write_gallery(&gcfg.path, &centres, args)?;
     let write_s = started.elapsed().as_secs_f64();
     let store_bytes: u64 = ["", "-wal"]
         .iter()
@@ -248,13 +289,7 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
     // 3. Queries: fresh samples of random enrolled people. The fast path is timed over all
     // of them in a row (as a busy door would call it), then the exact path, so that one's
     // memory traffic does not evict the other's data.
-    let mut rng = Rng::new(args.seed, 3);
-    let queries: Vec<Vec<f32>> = (0..args.queries)
-        .map(|_| {
-            let who = (rng.next_u64() % args.persons as u64) as usize;
-            rng.sample(&centres[who], args.noise)
-        })
-        .collect();
+    let queries = probes(args, &centres);
     let timed = |f: &dyn Fn(&[f32]) -> Vec<Hit>| {
         let mut ms = Vec::with_capacity(queries.len());
         let hits: Vec<Vec<Hit>> = queries
@@ -274,23 +309,7 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
         Vec::new()
     });
     let (exact, exact_ms) = timed(&|q| index.best_per_person_exact(q, 2));
-    let decide = |hits: &[Hit]| {
-        let c: Vec<Candidate> = hits
-            .iter()
-            .map(|h| Candidate {
-                person_id: h.person_id,
-                name: String::new(),
-                similarity: h.similarity,
-            })
-            .collect();
-        matcher::decide(&c, gcfg.threshold, gcfg.margin)
-    };
-    let agree = |f: &dyn Fn(&[Hit], &[Hit]) -> bool| fast.iter().zip(&exact).filter(|(a, b)| f(a, b)).count();
-    let key = |h: Option<&Hit>| h.map(|h| (h.person_id, h.template_id));
-    let person = agree(&|a, b| key(a.first()).map(|k| k.0) == key(b.first()).map(|k| k.0));
-    let template = agree(&|a, b| key(a.first()) == key(b.first()));
-    let runner_up = agree(&|a, b| key(a.get(1)).map(|k| k.0) == key(b.get(1)).map(|k| k.0));
-    let decision = agree(&|a, b| decide(a) == decide(b));
+    let [person, template, runner_up, decision] = agreement(&fast, &exact, gcfg.threshold, gcfg.margin);
     let n = args.queries as f64;
     let mean_at = |i: usize| {
         exact
@@ -322,10 +341,10 @@ fn bench(cfg: &Config, args: &BenchGalleryArgs, dir: &std::path::Path) -> Result
         shortlist_stage: Timing::from_samples(stage1_ms),
         load: (load_start, load_avg()),
         exact: Timing::from_samples(exact_ms),
-        recall1_person: person as f64 / n,
-        recall1_template: template as f64 / n,
-        runner_up_agrees: runner_up as f64 / n,
-        decision_agrees: decision as f64 / n,
+        recall1_person: person,
+        recall1_template: template,
+        runner_up_agrees: runner_up,
+        decision_agrees: decision,
         best_similarity_mean: mean_at(0),
         runner_up_similarity_mean: mean_at(1),
         threshold: gcfg.threshold,

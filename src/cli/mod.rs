@@ -180,37 +180,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     };
     match &cli.command {
         Command::ValidateConfig | Command::Config(_) => Ok(()),
-        Command::Detect { image } => {
-            let img = load_image(image, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
-            let report = analyse(&mut engine, image, &img, false)?;
-            print(cli.json, &report, || report.to_text());
-            Ok(())
-        }
-        Command::Embed { image } => {
-            let img = load_image(image, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
-            let report = analyse(&mut engine, image, &img, true)?;
-            print(cli.json, &report, || report.to_text());
-            Ok(())
-        }
-        Command::Compare { image_a, image_b } => {
-            let img_a = load_image(image_a, &cfg.images)?;
-            let img_b = load_image(image_b, &cfg.images)?;
-            let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
-            let a = largest_embedding(&mut engine, image_a, &img_a)?;
-            let b = largest_embedding(&mut engine, image_b, &img_b)?;
-            let similarity = cosine(&a, &b);
-            let threshold = cfg.recognition.threshold;
-            let same = same_person(similarity, threshold);
-            let out = json!({"similarity": similarity, "threshold": threshold, "same": same});
-            print(cli.json, &out, || {
-                let verdict = if same { "same person" } else { "different people" };
-                let cmp = if same { "≥" } else { "<" };
-                format!("{verdict}: similarity {similarity:.3} {cmp} threshold {threshold:.3}")
-            });
-            Ok(())
-        }
+        Command::Detect { image } => analyse_command(&cfg, image, false, cli.json),
+        Command::Embed { image } => analyse_command(&cfg, image, true, cli.json),
+        Command::Compare { image_a, image_b } => compare(&cfg, image_a, image_b, cli.json),
         Command::Bench(args) => {
             let report = crate::bench::run(&cfg, args)?;
             print(cli.json, &report, || report.to_text());
@@ -221,69 +193,108 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             print(cli.json, &report, || report.to_text());
             Ok(())
         }
-        Command::Run { report } => {
-            let file = file
-                .map(Path::to_path_buf)
-                .or_else(|| Some(PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()));
-            tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                config = %file.as_deref().map_or("none (defaults and environment)".into(), |f| f.display().to_string()),
-                gallery = %cfg.gallery.path.display(),
-                device = cfg.inference.device.as_str(),
-                "facegate starting"
-            );
-            runtime()?.block_on(crate::app::run(cfg, report.clone()))
-        }
-        Command::Watch {
-            count,
-            cameras,
-            kinds,
-            people,
-            wait,
-            until_offline,
-        } => {
-            let connect_wait = std::time::Duration::try_from_secs_f64(*wait)
-                .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
-            let opts = crate::events::WatchOptions {
-                json: cli.json,
-                stop_after: None,
-                count: *count,
-                connect_wait,
-                until_offline: *until_offline,
-                filter: crate::events::WatchFilter {
-                    cameras: cameras.clone(),
-                    kinds: kinds.clone(),
-                    people: people.clone(),
-                },
-            };
-            runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
-        }
-        Command::MakeVideo { out, seconds } => {
-            crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
-            let samples: Vec<PathBuf> = (1..=6)
-                .map(|i| cfg.models.resolve(Path::new(&format!("samples/sample{i}.jpg"))))
-                .collect();
-            let opts = crate::video::synth::DemoVideoOptions {
-                seconds: *seconds,
-                ..Default::default()
-            };
-            let info = crate::video::synth::make_demo_video(&samples, out, &opts).map_err(|reason| Error::Input {
-                path: out.clone(),
-                reason,
-            })?;
-            print(
-                cli.json,
-                &json!({"video": out.display().to_string(), "segments": info.segments.len()}),
-                || format!("wrote {} ({} segments)", out.display(), info.segments.len()),
-            );
-            Ok(())
-        }
+        Command::Run { report } => run_daemon(cfg, file, report.clone()),
+        Command::Watch { .. } => watch(&cfg, &cli.command, cli.json),
+        Command::MakeVideo { out, seconds } => make_video(&cfg, out, *seconds, cli.json),
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
         Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
         Command::Sign(args) => sign::sign(args),
     }
+}
+
+/// `detect` (and with `with_embeddings`, `embed`): the image is read before the models are
+/// loaded, so that a bad image fails at once.
+fn analyse_command(cfg: &Config, image: &Path, with_embeddings: bool, json_out: bool) -> Result<(), Error> {
+    let img = load_image(image, &cfg.images)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
+    let report = analyse(&mut engine, image, &img, with_embeddings)?;
+    print(json_out, &report, || report.to_text());
+    Ok(())
+}
+
+fn compare(cfg: &Config, image_a: &Path, image_b: &Path, json_out: bool) -> Result<(), Error> {
+    let img_a = load_image(image_a, &cfg.images)?;
+    let img_b = load_image(image_b, &cfg.images)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
+    let a = largest_embedding(&mut engine, image_a, &img_a)?;
+    let b = largest_embedding(&mut engine, image_b, &img_b)?;
+    let similarity = cosine(&a, &b);
+    let threshold = cfg.recognition.threshold;
+    let same = same_person(similarity, threshold);
+    let out = json!({"similarity": similarity, "threshold": threshold, "same": same});
+    print(json_out, &out, || {
+        let verdict = if same { "same person" } else { "different people" };
+        let cmp = if same { "≥" } else { "<" };
+        format!("{verdict}: similarity {similarity:.3} {cmp} threshold {threshold:.3}")
+    });
+    Ok(())
+}
+
+/// `facegate run`: says what it starts with, then runs the daemon until it stops.
+fn run_daemon(cfg: Config, file: Option<&Path>, report: Option<PathBuf>) -> Result<(), Error> {
+    let file = file
+        .map(Path::to_path_buf)
+        .or_else(|| Some(PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %file.as_deref().map_or("none (defaults and environment)".into(), |f| f.display().to_string()),
+        gallery = %cfg.gallery.path.display(),
+        device = cfg.inference.device.as_str(),
+        "facegate starting"
+    );
+    runtime()?.block_on(crate::app::run(cfg, report))
+}
+
+fn watch(cfg: &Config, command: &Command, json_out: bool) -> Result<(), Error> {
+    let Command::Watch {
+        count,
+        cameras,
+        kinds,
+        people,
+        wait,
+        until_offline,
+    } = command
+    else {
+        return Ok(());
+    };
+    let connect_wait = std::time::Duration::try_from_secs_f64(*wait)
+        .map_err(|_| Error::Config(vec![format!("--wait: {wait} is not a number of seconds")]))?;
+    let opts = crate::events::WatchOptions {
+        json: json_out,
+        stop_after: None,
+        count: *count,
+        connect_wait,
+        until_offline: *until_offline,
+        filter: crate::events::WatchFilter {
+            cameras: cameras.clone(),
+            kinds: kinds.clone(),
+            people: people.clone(),
+        },
+    };
+    runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
+}
+
+fn make_video(cfg: &Config, out: &Path, seconds: u32, json_out: bool) -> Result<(), Error> {
+    crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
+    let samples: Vec<PathBuf> = (1..=6)
+        .map(|i| cfg.models.resolve(Path::new(&format!("samples/sample{i}.jpg"))))
+        .collect();
+    let opts = crate::video::synth::DemoVideoOptions {
+        seconds,
+        ..Default::default()
+    };
+    let info = crate::video::synth::make_demo_video(&samples, out, &opts).map_err(|reason| Error::Input {
+        path: out.to_path_buf(),
+        reason,
+    })?;
+    print(
+        json_out,
+        &json!({"video": out.display().to_string(), "segments": info.segments.len()}),
+        || format!("wrote {} ({} segments)", out.display(), info.segments.len()),
+    );
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

@@ -84,6 +84,14 @@ const BACKOFF_LIMIT_MS: u64 = 3_600_000;
 impl MqttConfig {
     /// Every problem with the values, each as `{key}.field: …` (`key` is usually `mqtt`).
     pub fn validate(&self, key: &str) -> Vec<String> {
+        let mut p = self.validate_connection(key);
+        p.extend(self.validate_credentials(key));
+        p.extend(self.validate_timing_and_files(key));
+        p
+    }
+
+    /// Host, port, topic prefix and client id.
+    fn validate_connection(&self, key: &str) -> Vec<String> {
         let mut p = Vec::new();
         match &self.host {
             Some(host) if host.trim().is_empty() => p.push(format!(
@@ -113,6 +121,12 @@ impl MqttConfig {
                 self.client_id
             ));
         }
+        p
+    }
+
+    /// Accounts and TLS files, and what the in-process broker cannot do.
+    fn validate_credentials(&self, key: &str) -> Vec<String> {
+        let mut p = Vec::new();
         match (&self.username, &self.password) {
             (Some(u), _) if u.is_empty() => p.push(format!("{key}.username: is empty; leave it out instead")),
             (None, Some(_)) => p.push(format!("{key}.password: is set but {key}.username is not")),
@@ -152,6 +166,12 @@ impl MqttConfig {
                 ));
             }
         }
+        p
+    }
+
+    /// Keep-alive, backoff, the outbox file and the periodic and waiting times.
+    fn validate_timing_and_files(&self, key: &str) -> Vec<String> {
+        let mut p = Vec::new();
         if !KEEP_ALIVE_S.contains(&self.keep_alive_s) {
             p.push(format!(
                 "{key}.keep_alive_s: {} is not within {}–{}",

@@ -1,6 +1,6 @@
 //! Identity events over MQTT, never lost.
 //!
-//! - [`Event`] is the JSON contract of `{prefix}/{camera}/events` (DESIGN.md §3).
+//! - [`Event`] is the JSON contract of `{prefix}/{camera}/events` (docs/mqtt.md, "The event contract").
 //! - [`Publisher`] stores every event in an SQLite outbox before it returns, and a background
 //!   task drives rumqttc's event loop: it publishes the outbox in order with QoS 1 and deletes
 //!   a row only when the broker's PUBACK for that row arrives. It also keeps

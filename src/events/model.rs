@@ -1,9 +1,9 @@
-//! The event contract (DESIGN.md §3) and the topics it travels on.
+//! The event contract (docs/mqtt.md, "The event contract") and the topics it travels on.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The JSON fields of an event (DESIGN.md §3), sorted: the contract tests check against.
+/// The JSON fields of an event (docs/mqtt.md), sorted: the contract tests check against.
 pub const EVENT_FIELDS: [&str; 12] = [
     "box",
     "camera",
