@@ -6,5 +6,6 @@ pub mod detector;
 pub mod embedder;
 pub mod geometry;
 pub mod image_io;
+pub mod liveness;
 pub mod quality;
 pub mod similarity;

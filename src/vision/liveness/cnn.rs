@@ -1,0 +1,1 @@
+//! Liveness cue: cnn (see the module above).

@@ -1,0 +1,1 @@
+//! Liveness cue: motion (see the module above).

@@ -1,0 +1,1 @@
+//! Liveness cue: pulse (see the module above).
