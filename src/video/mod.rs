@@ -27,7 +27,7 @@ pub use bus::{ConsumerCounters, ConsumerSpec, FrameBus, FrameReceiver, QueuePoli
 pub use camera::spawn_camera;
 pub use config::{CameraConfig, RtspTransport};
 pub use source::{SourceKind, redact_url};
-pub use synth::{DemoSegment, DemoVideoInfo, DemoVideoOptions, make_demo_video};
+pub use synth::{DemoSegment, DemoVideoInfo, DemoVideoOptions, Mp4Writer, make_demo_video};
 
 /// One decoded frame, as every consumer of the camera's bus receives it.
 #[derive(Debug, Clone)]

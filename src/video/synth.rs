@@ -243,7 +243,7 @@ pub fn make_demo_video(samples: &[PathBuf], out: &Path, opts: &DemoVideoOptions)
     let segments = plan(samples, opts);
     let frames = segments.last().map_or(0, |s| s.last_frame + 1);
 
-    let encoder = Encoder::start(out, opts)?;
+    let encoder = Mp4Writer::create(out, opts.width, opts.height, opts.fps, opts.bitrate_kbps)?;
     let mut resizer = Resizer::new();
     let black = RgbImage::new(opts.width, opts.height);
     let result = (|| {
@@ -289,18 +289,21 @@ pub fn make_demo_video(samples: &[PathBuf], out: &Path, opts: &DemoVideoOptions)
     })
 }
 
+/// Writes RGB frames to an H.264 MP4 file, the same bytes for the same frames:
 /// `appsrc → videoconvert → I420 → x264enc → h264parse → mp4mux → filesink`.
-struct Encoder {
+pub struct Mp4Writer {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     info: gst_video::VideoInfo,
     fps: u32,
 }
 
-impl Encoder {
-    fn start(out: &Path, opts: &DemoVideoOptions) -> Result<Encoder, String> {
-        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, opts.width, opts.height)
-            .fps(gst::Fraction::new(opts.fps as i32, 1))
+impl Mp4Writer {
+    /// Starts writing `out`: `width`×`height` frames at `fps`, H.264 at `bitrate_kbps`.
+    pub fn create(out: &Path, width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> Result<Mp4Writer, String> {
+        super::init()?;
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, width, height)
+            .fps(gst::Fraction::new(fps as i32, 1))
             .build()
             .map_err(|e| format!("video info: {e}"))?;
         let caps = info.to_caps().map_err(|e| format!("video caps: {e}"))?;
@@ -321,8 +324,8 @@ impl Encoder {
         let x264 = make_element("x264enc").map_err(|e| e.to_string())?;
         x264.set_property_from_str("tune", "zerolatency");
         x264.set_property_from_str("speed-preset", "veryfast");
-        x264.set_property("key-int-max", opts.fps);
-        x264.set_property("bitrate", opts.bitrate_kbps);
+        x264.set_property("key-int-max", fps);
+        x264.set_property("bitrate", bitrate_kbps);
         // One encoder thread: x264's multi-threaded rate control makes each run's stream a
         // little different, and the demo and the tests want the same video every time.
         x264.set_property("threads", 1u32);
@@ -343,11 +346,11 @@ impl Encoder {
         ];
         pipeline.add_many(elements).map_err(|e| format!("demo pipeline: {e}"))?;
         gst::Element::link_many(elements).map_err(|e| format!("demo pipeline: {e}"))?;
-        let encoder = Encoder {
+        let encoder = Mp4Writer {
             pipeline,
             appsrc,
             info,
-            fps: opts.fps,
+            fps,
         };
         if encoder.pipeline.set_state(gst::State::Playing).is_err() {
             let err = encoder.bus_error().unwrap_or_else(|| "cannot start the encoder".into());
@@ -357,7 +360,17 @@ impl Encoder {
         Ok(encoder)
     }
 
-    fn push(&self, index: u64, image: &RgbImage) -> Result<(), String> {
+    /// Adds frame `index` (its timestamp is `index / fps`); `image` must have the size given.
+    pub fn push(&self, index: u64, image: &RgbImage) -> Result<(), String> {
+        if image.dimensions() != (self.info.width(), self.info.height()) {
+            return Err(format!(
+                "frame {index} is {}×{}, the video {}×{}",
+                image.width(),
+                image.height(),
+                self.info.width(),
+                self.info.height()
+            ));
+        }
         let size = self.info.size();
         let stride = self.info.stride()[0] as usize;
         let row = self.info.width() as usize * 3;
@@ -384,7 +397,8 @@ impl Encoder {
         Ok(())
     }
 
-    fn finish(self) -> Result<(), String> {
+    /// Ends the stream and waits for the file to be complete.
+    pub fn finish(self) -> Result<(), String> {
         self.appsrc
             .end_of_stream()
             .map_err(|e| format!("end of stream: {e:?}"))?;
@@ -415,7 +429,8 @@ impl Encoder {
         }
     }
 
-    fn abort(&self) {
+    /// Stops without finishing the file.
+    pub fn abort(&self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
