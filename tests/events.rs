@@ -15,7 +15,7 @@ use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
 use common::watch::Watch;
 use facegate::events::{
-    Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, MqttConfig, PersonRef, Publisher, ShutdownReport,
+    Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, LivenessCues, MqttConfig, PersonRef, Publisher, ShutdownReport,
     WatchOptions, timestamp,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
@@ -204,8 +204,13 @@ fn event(camera: &str, track_id: u64, kind: EventKind) -> Event {
         similarity: (kind != EventKind::Spoof).then_some(if recognized { 0.71 } else { 0.21 }),
         threshold: 0.5,
         liveness: (kind == EventKind::Spoof).then_some(Liveness {
-            score: 0.12,
+            score: Some(0.12),
             live: false,
+            cues: LivenessCues {
+                cnn: Some(0.003),
+                pulse: None,
+                motion: Some(0.2),
+            },
         }),
         bbox: [10.0, 20.0, 64.5, 80.25],
         frames: 12,
@@ -257,8 +262,13 @@ fn assert_schema(v: &Value) {
     match &v["liveness"] {
         Value::Null => {}
         l => {
-            assert!(l["score"].is_f64() && l["live"].is_boolean(), "{l}");
-            assert_eq!(l.as_object().unwrap().len(), 2);
+            assert!((l["score"].is_f64() || l["score"].is_null()) && l["live"].is_boolean(), "{l}");
+            assert_eq!(l.as_object().unwrap().len(), 3);
+            let cues = l["cues"].as_object().expect("cues");
+            let mut names: Vec<&str> = cues.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["cnn", "motion", "pulse"], "{l}");
+            assert!(cues.values().all(|c| c.is_null() || c.is_f64()), "{l}");
         }
     }
     let b = v["box"].as_array().expect("box is an array");
@@ -306,7 +316,10 @@ async fn events_arrive_with_the_full_schema_and_state_is_retained() {
     assert_eq!(got[0].json()["person"], json!({"id": 7, "name": "Ann"}));
     assert_eq!(got[0].json()["similarity"].to_string(), "0.71");
     assert_eq!(got[1].json()["person"], Value::Null);
-    assert_eq!(got[2].json()["liveness"], json!({"score": 0.12, "live": false}));
+    assert_eq!(
+        got[2].json()["liveness"],
+        json!({"score": 0.12, "live": false, "cues": {"cnn": 0.003, "pulse": null, "motion": 0.2}})
+    );
     wait_until("outbox empty", WAIT, || publisher.outbox_depth() == 0).await;
     let m = publisher.metrics();
     assert_eq!((m.acked, m.publish_errors, m.reconnects), (3, 0, 0), "{m:?}");

@@ -28,7 +28,9 @@ mod watch;
 
 pub use command::{Command, CommandError, Rejection};
 pub use config::{CommandsConfig, MqttConfig};
-pub use model::{EVENT_FIELDS, Event, EventKind, Liveness, PersonRef, Topics, check_topic_segment, timestamp};
+pub use model::{
+    EVENT_FIELDS, Event, EventKind, Liveness, LivenessCues, PersonRef, Topics, check_topic_segment, timestamp,
+};
 pub use publisher::{CommandRejections, Publisher, PublisherMetrics};
 pub use signing::{CommandKey, MIN_KEY_BYTES, sign_command};
 pub use state::ShutdownReport;

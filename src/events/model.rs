@@ -89,11 +89,35 @@ pub struct PersonRef {
     pub name: String,
 }
 
+/// A track's liveness evidence when its decision was made.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Liveness {
-    /// 0–1, higher is more likely a live face.
-    pub score: f32,
+    /// The fused score, 0–1, higher is more likely a live face; `null` while no cue has
+    /// enough evidence.
+    pub score: Option<f32>,
+    /// The evidence says live (in `enforce` mode, a `recognized` event always has `true`).
     pub live: bool,
+    pub cues: LivenessCues,
+}
+
+/// Each cue's score, 0–1; `null` when that cue has too little evidence yet.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+pub struct LivenessCues {
+    /// The passive CNN (recapture artefacts).
+    pub cnn: Option<f32>,
+    /// The pulse in the skin's colour (rPPG).
+    pub pulse: Option<f32>,
+    /// 3-D motion of the landmarks (a photo moves as a plane).
+    pub motion: Option<f32>,
+}
+
+impl Liveness {
+    /// Every number is finite (JSON cannot carry the others).
+    pub fn is_finite(&self) -> bool {
+        [self.score, self.cues.cnn, self.cues.pulse, self.cues.motion]
+            .iter()
+            .all(|v| v.is_none_or(f32::is_finite))
+    }
 }
 
 /// `t` as events carry it: RFC 3339 in UTC with milliseconds, e.g. `2025-06-01T12:03:04.120Z`.
@@ -244,8 +268,13 @@ mod tests {
             similarity: Some(0.71),
             threshold: 0.5,
             liveness: Some(Liveness {
-                score: 0.93,
+                score: Some(0.93),
                 live: true,
+                cues: LivenessCues {
+                    cnn: Some(0.99),
+                    pulse: Some(0.87),
+                    motion: None,
+                },
             }),
             bbox: [10.0, 20.5, 64.0, 80.0],
             frames: 12,
@@ -271,6 +300,7 @@ mod tests {
         assert_eq!(v["threshold"].to_string(), "0.5");
         assert_eq!(v["liveness"]["live"], true);
         assert!(v["liveness"]["score"].is_f64());
+        assert!(v["liveness"]["cues"]["cnn"].is_f64() && v["liveness"]["cues"]["motion"].is_null());
         assert_eq!(v["box"], json!([10.0, 20.5, 64.0, 80.0]));
         assert_eq!(v["frames"], 12);
     }

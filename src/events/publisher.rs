@@ -232,7 +232,7 @@ impl Publisher {
         check_topic_segment(&event.camera).map_err(|why| Error::Rejected(format!("event camera name {why}")))?;
         let finite = event.similarity.is_none_or(f32::is_finite)
             && event.threshold.is_finite()
-            && event.liveness.is_none_or(|l| l.score.is_finite())
+            && event.liveness.is_none_or(|l| l.is_finite())
             && event.bbox.iter().all(|v| v.is_finite());
         if !finite {
             return Err(Error::Rejected(format!(

@@ -370,7 +370,10 @@ fn event_line(e: &Event, received: DateTime<Local>) -> String {
     if let Some(l) = e.liveness
         && (e.kind == EventKind::Spoof || !l.live)
     {
-        details.push(format!("liveness {:.2}", l.score));
+        details.push(match l.score {
+            Some(score) => format!("liveness {score:.2}"),
+            None => "liveness undecided".into(),
+        });
     }
     details.push(format!("track {}", e.track_id));
     details.push(format!("{} frame{}", e.frames, if e.frames == 1 { "" } else { "s" }));
@@ -450,8 +453,9 @@ mod tests {
         s.similarity = None;
         s.frames = 1;
         s.liveness = Some(Liveness {
-            score: 0.12,
+            score: Some(0.12),
             live: false,
+            cues: Default::default(),
         });
         assert_eq!(line(&s), format!("{t} door  spoof  (liveness 0.12, track 3, 1 frame)"));
     }
