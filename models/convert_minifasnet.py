@@ -87,7 +87,7 @@ def _extent(shape, stride):
     return 1 + sum((n - 1) * s for n, s in zip(shape, stride))
 
 
-def _rebuild_tensor(storage, offset, shape, stride, requires_grad=False, hooks=None, *rest):
+def _rebuild_tensor(storage, offset, shape, stride, *_grad_and_hooks):
     return _TensorView(storage, offset, shape, stride)
 
 
@@ -150,7 +150,10 @@ def read_legacy_state_dict(data):
         raise ConvertError("storage keys do not match the storages the state dict uses")
     for key in keys:
         storage = unpickler.storages[key]
-        (numel,) = struct.unpack("<q", f.read(8))
+        header = f.read(8)
+        if len(header) != 8:
+            raise ConvertError(f"storage {key} is missing")
+        (numel,) = struct.unpack("<q", header)
         if numel != storage.numel:
             raise ConvertError(f"storage {key}: {numel} elements, the state dict says {storage.numel}")
         raw = f.read(numel * storage.dtype.itemsize)
@@ -159,6 +162,8 @@ def read_legacy_state_dict(data):
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
     if f.read(1):
         raise ConvertError("trailing bytes after the last storage")
+    if not isinstance(state, dict) or not all(isinstance(v, _TensorView) for v in state.values()):
+        raise ConvertError("the file does not hold a state dict of tensors")
     out = {}
     for name, view in state.items():
         # Saved from nn.DataParallel: every name starts with "module.".
@@ -323,7 +328,7 @@ def main(argv):
                f"Output: logits, softmax index 1 = real.")
         try:
             onnx_bytes = convert(data, doc)
-        except ConvertError as e:
+        except (ConvertError, pickle.UnpicklingError, EOFError) as e:
             print(f"convert: {path}: {e}", file=sys.stderr)
             return 1
         (args.out / output).write_bytes(onnx_bytes)
