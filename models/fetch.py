@@ -1,4 +1,5 @@
 """Download, verify and prepare the files listed in models/manifest.toml.
+Files committed under models/ (registry "repo") are verified and copied.
 
 Run through models/fetch, which sets up the virtual environment the preparation steps
 need. Layout of the cache (default ~/.cache/facegate, or $FACEGATE_CACHE):
@@ -42,7 +43,7 @@ def load_manifest(path):
         manifest = tomllib.load(f)
     packages = {p["id"]: p for p in manifest["package"]}
     for p in packages.values():
-        if p["registry"] not in ("pypi", "npm"):
+        if p["registry"] not in ("pypi", "npm", "repo"):
             raise FetchError(f"package {p['id']}: unknown registry {p['registry']!r}")
     outputs = set()
     for a in manifest["artifact"]:
@@ -53,6 +54,9 @@ def load_manifest(path):
             raise FetchError(f"{where}: unknown group {a['group']!r}")
         if a["prepare"] == "copy" and a["prepared_sha256"] != a["sha256"]:
             raise FetchError(f"{where}: a copy must have prepared_sha256 equal to sha256")
+        if packages[a["package"]]["registry"] == "repo" and (
+                a["prepare"] != "copy" or Path(a["path"]).is_absolute() or ".." in Path(a["path"]).parts):
+            raise FetchError(f"{where}: a repo artifact is copied from a path under models/")
         if a["output"] in outputs or Path(a["output"]).is_absolute() or ".." in Path(a["output"]).parts:
             raise FetchError(f"{where}: output {a['output']!r} is repeated or leaves the destination")
         outputs.add(a["output"])
@@ -130,6 +134,16 @@ def extract_members(archive, members, into):
     return found
 
 
+def from_checkout(artifacts, dest):
+    """Install artifacts committed in this repository: verified, then copied."""
+    for a in artifacts:
+        source = HERE / a["path"]
+        if not source.is_file():
+            raise FetchError(f"{source} is missing from the checkout")
+        check_digest(str(source), a["sha256"], sha256_of(source))
+        install(source, dest / a["output"], move=False)
+
+
 def install(source, target, move):
     """Put a verified file in place atomically, so a dest file is either old or complete."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +194,10 @@ def fetch(packages, artifacts, dest, cache):
         by_package.setdefault(a["package"], []).append(a)
     for package_id, wanted in by_package.items():
         package = packages[package_id]
+        if package["registry"] == "repo":
+            from_checkout(wanted, dest)
+            counts["installed"] += len(wanted)
+            continue
         slot = cache / "downloads" / package["sha256"] / package["file"]
         counts["downloaded"] += not slot.exists()
         archive = ensure_download(package, cache)

@@ -11,6 +11,7 @@ use crate::vision::align::align_face;
 use crate::vision::detector::{Detector, DetectorConfig};
 use crate::vision::embedder::{Embedder, Embedding};
 use crate::vision::geometry::Detection;
+use crate::vision::liveness::cnn::PassiveCnn;
 use crate::vision::quality::Quality;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub struct ModelsConfig {
     pub embedder: PathBuf,
     /// ONNX Runtime shared library, relative to `dir` unless absolute.
     pub runtime_library: PathBuf,
+    /// Liveness: Silent-Face MiniFASNetV2 (crop ×2.7), relative to `dir` unless absolute.
+    pub antispoof_v2: PathBuf,
+    /// Liveness: Silent-Face MiniFASNetV1SE (crop ×4.0), relative to `dir` unless absolute.
+    pub antispoof_v1se: PathBuf,
     /// Where relative paths are looked for; filled in by `Config::load`.
     #[serde(skip)]
     pub search: ModelSearch,
@@ -59,6 +64,8 @@ impl Default for ModelsConfig {
             detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
             embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
             runtime_library: PathBuf::from("libonnxruntime.so"),
+            antispoof_v2: PathBuf::from("minifasnet_v2_2.7_80x80.onnx"),
+            antispoof_v1se: PathBuf::from("minifasnet_v1se_4.0_80x80.onnx"),
             search: ModelSearch::default(),
         }
     }
@@ -131,6 +138,8 @@ impl ModelsConfig {
             "detector" => &self.detector,
             "embedder" => &self.embedder,
             "runtime_library" => &self.runtime_library,
+            "antispoof_v2" => &self.antispoof_v2,
+            "antispoof_v1se" => &self.antispoof_v1se,
             _ => return Err(format!("models.{field} is not a model key")),
         };
         let tried = self.candidates(field, file);
@@ -156,6 +165,8 @@ impl ModelsConfig {
             ("detector", &self.detector),
             ("embedder", &self.embedder),
             ("runtime_library", &self.runtime_library),
+            ("antispoof_v2", &self.antispoof_v2),
+            ("antispoof_v1se", &self.antispoof_v1se),
         ]
         .into_iter()
         .filter(|(_, file)| file.as_os_str().is_empty())
@@ -170,6 +181,8 @@ pub struct FaceEngine {
     provider: Provider,
     cuda_fallback: Option<String>,
     model_id: String,
+    /// Kept for the models loaded after the engine (the liveness CNN) to share.
+    runtime: Runtime,
 }
 
 /// A detected face with its aligned 112×112 crop (taken from the full-resolution image)
@@ -205,7 +218,19 @@ impl FaceEngine {
             provider: runtime.provider(),
             cuda_fallback: runtime.cuda_fallback().map(str::to_owned),
             model_id,
+            runtime,
         })
+    }
+
+    /// The ONNX Runtime environment the engine's sessions run in, on its provider.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The passive liveness CNN (`models.antispoof_v2` and `models.antispoof_v1se`), on
+    /// the engine's runtime and provider.
+    pub fn passive_cnn(&self, m: &ModelsConfig) -> Result<PassiveCnn, Error> {
+        PassiveCnn::load(m, &self.runtime)
     }
 
     /// Why `device = "auto"` runs on CPU, when it tried CUDA and could not use it: the

@@ -209,7 +209,12 @@ fn model_files_and_runtime_are_checked_against_their_digests() {
     let dir = TempDir::new("cfg-digests");
     let m = dir.path().join("models");
     std::fs::create_dir(&m).unwrap();
-    for f in ["libonnxruntime.so", "face_detection_yunet_2023mar.onnx"] {
+    for f in [
+        "libonnxruntime.so",
+        "face_detection_yunet_2023mar.onnx",
+        "minifasnet_v2_2.7_80x80.onnx",
+        "minifasnet_v1se_4.0_80x80.onnx",
+    ] {
         std::os::unix::fs::symlink(models().join(f), m.join(f)).unwrap();
     }
     let validate = |envs: &[(&str, &str)]| {

@@ -1,6 +1,6 @@
-//! What a configuration needs on disk besides itself: the detector, the embedder and ONNX
-//! Runtime, each found (see `ModelsConfig::candidates`) and each the very file
-//! `models/fetch` prepares; and the video files that file cameras play.
+//! What a configuration needs on disk besides itself: the detector, the embedder, ONNX
+//! Runtime and the two liveness CNNs, each found (see `ModelsConfig::candidates`) and each
+//! the very file `models/fetch` prepares; and the video files that file cameras play.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,8 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
         ("detector", Role::Detector),
         ("embedder", Role::Embedder),
         ("runtime_library", Role::Runtime),
+        ("antispoof_v2", Role::AntispoofV2),
+        ("antispoof_v1se", Role::AntispoofV1se),
     ] {
         let key = format!("models.{field}");
         match cfg.models.locate(field) {

@@ -32,6 +32,10 @@ pub enum Role {
     Detector,
     Embedder,
     Runtime,
+    /// Liveness CNN, Silent-Face MiniFASNetV2.
+    AntispoofV2,
+    /// Liveness CNN, Silent-Face MiniFASNetV1SE.
+    AntispoofV1se,
 }
 
 impl Role {
@@ -41,6 +45,8 @@ impl Role {
             Role::Detector => &["yunet"],
             Role::Embedder => &["sface"],
             Role::Runtime => &["onnxruntime", "onnxruntime_gpu"],
+            Role::AntispoofV2 => &["minifasnet_v2"],
+            Role::AntispoofV1se => &["minifasnet_v1se"],
         }
     }
 }
@@ -105,7 +111,14 @@ mod tests {
 
     #[test]
     fn the_built_in_manifest_has_every_role() {
-        for name in ["yunet", "sface", "onnxruntime", "onnxruntime_gpu"] {
+        for name in [
+            "yunet",
+            "sface",
+            "onnxruntime",
+            "onnxruntime_gpu",
+            "minifasnet_v2",
+            "minifasnet_v1se",
+        ] {
             let a = artifact(name).unwrap_or_else(|| panic!("{name} missing from the manifest"));
             assert_eq!(a.prepared_sha256.len(), 64);
         }
@@ -115,6 +128,14 @@ mod tests {
         assert_eq!(
             artifact("onnxruntime").unwrap().output,
             defaults.runtime_library.to_str().unwrap()
+        );
+        assert_eq!(
+            artifact("minifasnet_v2").unwrap().output,
+            defaults.antispoof_v2.to_str().unwrap()
+        );
+        assert_eq!(
+            artifact("minifasnet_v1se").unwrap().output,
+            defaults.antispoof_v1se.to_str().unwrap()
         );
         // The advice given when CUDA is asked of the CPU runtime names the CUDA build's path.
         assert_eq!(

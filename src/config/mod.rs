@@ -312,10 +312,17 @@ fn models_search(tree: &source::Tree) -> crate::engine::ModelSearch {
         .as_deref()
         .and_then(|f| std::path::absolute(f).ok())
         .and_then(|f| f.parent().map(Path::to_path_buf));
-    let origins = ["dir", "detector", "embedder", "runtime_library"]
-        .into_iter()
-        .map(|field| (field.to_owned(), tree.origin(&format!("models.{field}")).to_string()))
-        .collect();
+    let origins = [
+        "dir",
+        "detector",
+        "embedder",
+        "runtime_library",
+        "antispoof_v2",
+        "antispoof_v1se",
+    ]
+    .into_iter()
+    .map(|field| (field.to_owned(), tree.origin(&format!("models.{field}")).to_string()))
+    .collect();
     crate::engine::ModelSearch { config_dir, origins }
 }
 
