@@ -12,6 +12,7 @@ use serde_json::json;
 
 mod config_cmd;
 mod gallery;
+mod liveness;
 mod logging;
 mod sign;
 
@@ -118,6 +119,8 @@ pub enum Command {
     BenchGallery(crate::bench::gallery::BenchGalleryArgs),
     /// Print a signed remote command (enroll, remove) for {prefix}/cmd/… on stdout.
     Sign(sign::SignArgs),
+    /// Liveness of each face of a photo (the passive CNN) or each track of a video (every cue).
+    Liveness(liveness::LivenessArgs),
 }
 
 /// Entry point of the binary.
@@ -201,6 +204,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),
         Command::Gallery(cmd) => gallery::gallery(&cfg, cmd, cli.json),
         Command::Sign(args) => sign::sign(args),
+        Command::Liveness(args) => liveness::liveness(&cfg, args, cli.json),
     }
 }
 

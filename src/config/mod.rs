@@ -33,6 +33,7 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     pub daemon: DaemonConfig,
     pub images: crate::vision::image_io::ImageLimits,
+    pub liveness: crate::vision::liveness::LivenessConfig,
     pub cameras: Vec<crate::video::CameraConfig>,
 }
 
@@ -253,6 +254,7 @@ impl Config {
         p.extend(self.mqtt.validate("mqtt"));
         p.extend(self.commands.validate("commands"));
         p.extend(self.images.validate("images"));
+        p.extend(self.liveness.validate("liveness"));
         if self.daemon.frame_queue == 0 {
             p.push("daemon.frame_queue: must be at least 1".into());
         }

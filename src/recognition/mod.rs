@@ -7,8 +7,12 @@
 //! inference is blocking work, so the worker is a plain thread, not an async task.
 
 mod commands;
+mod liveness;
+mod offline;
 mod publish;
 mod stages;
+
+pub use offline::{TrackLiveness, liveness_of_video};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -163,6 +167,8 @@ enum Input {
 struct Worker {
     ctx: WorkerContext,
     engine: FaceEngine,
+    /// The passive liveness CNN, when liveness is on.
+    cnn: Option<crate::vision::liveness::cnn::PassiveCnn>,
     gallery: Gallery,
     trackers: Trackers,
     latencies: LatencySamples,
@@ -180,10 +186,17 @@ impl Worker {
         ctx.health.models_loaded.store(true, Ordering::Relaxed);
         let gallery = Gallery::open_or_create(&ctx.cfg.gallery, engine.model_id())?;
         ctx.health.gallery_open.store(true, Ordering::Relaxed);
-        let trackers = Trackers::new(ctx.cfg.tracker.clone());
+        let trackers = Trackers::new(ctx.cfg.tracker.clone(), ctx.cfg.liveness.clone());
+        let cnn = if ctx.cfg.liveness.enabled() {
+            Some(engine.passive_cnn(&ctx.cfg.models)?)
+        } else {
+            None
+        };
+        tracing::info!(mode = ctx.cfg.liveness.mode.as_str(), "liveness");
         let worker = Worker {
             ctx,
             engine,
+            cnn,
             gallery,
             trackers,
             latencies: LatencySamples::default(),
@@ -232,6 +245,7 @@ impl Worker {
         let cfg = self.ctx.cfg.clone();
         let batch: Vec<Observed> = stages::detect(&mut self.engine, frames, &self.ctx.telemetry);
         let tracked = stages::track(&mut self.trackers, &batch, &cfg.gallery.quality);
+        liveness::observe(&mut self.trackers, &batch, &tracked, self.cnn.as_mut(), &self.ctx.telemetry);
         let mut decisions = match stages::embed(&mut self.engine, &batch, &tracked.to_embed, &self.ctx.telemetry) {
             Ok(embeddings) => stages::decide(
                 &mut self.trackers,
@@ -246,6 +260,7 @@ impl Worker {
                 Vec::new()
             }
         };
+        decisions.extend(liveness::redecide(&mut self.trackers, &batch, &tracked));
         decisions.extend(
             tracked
                 .ended

@@ -5,7 +5,8 @@ use std::time::Instant;
 use super::WorkerContext;
 use super::stages::{EmbedRequest, Observed};
 use crate::error::Error;
-use crate::events::{Event, EventKind, PersonRef};
+use crate::events::{Event, EventKind, Liveness, LivenessCues, PersonRef};
+use crate::vision::liveness::fusion::LivenessVerdict;
 use crate::telemetry::events::{FrameFailed, IdentityEventLost, IdentityEventStored};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::track::{TrackDecision, Verdict};
@@ -25,6 +26,7 @@ pub(crate) fn decision(
             IdentityEventStored {
                 camera,
                 kind: event.kind.as_str(),
+                liveness: d.evaluation.liveness.map(|l| l.verdict),
                 track: decision.track_id,
                 person: event.person.as_ref().map(|p| p.name.as_str()),
                 similarity: event.similarity,
@@ -63,7 +65,15 @@ fn event_of(camera: &str, d: &TrackDecision) -> Event {
         person,
         similarity: d.evaluation.similarity,
         threshold: d.evaluation.threshold,
-        liveness: None,
+        liveness: d.evaluation.liveness.as_ref().map(|l| Liveness {
+            score: l.score,
+            live: l.verdict == LivenessVerdict::Live,
+            cues: LivenessCues {
+                cnn: l.cues.cnn,
+                pulse: l.cues.pulse,
+                motion: l.cues.motion,
+            },
+        }),
         bbox: d.bbox,
         frames: d.frames,
     }

@@ -13,7 +13,8 @@ use crate::gallery::Gallery;
 use crate::gallery::matcher::MatchDecision;
 use crate::telemetry::events::{FacesEmbedded, FrameDetected, FrameFailed};
 use crate::telemetry::{InternalEvent, Telemetry};
-use crate::track::{Evaluation, Track, TrackDecision, Tracker, TrackerConfig, Verdict};
+use crate::track::{Evaluation, Track, TrackDecision, Tracker, TrackerConfig, Verdict, gate};
+use crate::vision::liveness::LivenessConfig;
 use crate::video::Frame;
 use crate::vision::embedder::Embedding;
 use crate::vision::quality::QualityConfig;
@@ -68,6 +69,8 @@ pub(crate) struct EmbedRequest {
 /// What tracking one batch produced.
 #[derive(Default)]
 pub(crate) struct Tracked {
+    /// Every face of the batch with its track: (frame index, face index, track id).
+    pub assigned: Vec<(usize, usize, u64)>,
     pub to_embed: Vec<EmbedRequest>,
     /// Tracks that ended, with the index of the frame that ended them.
     pub ended: Vec<(usize, Track)>,
@@ -76,13 +79,15 @@ pub(crate) struct Tracked {
 /// The trackers of every camera, created on a camera's first frame.
 pub(crate) struct Trackers {
     cfg: TrackerConfig,
+    liveness: LivenessConfig,
     by_camera: HashMap<Arc<str>, Tracker>,
 }
 
 impl Trackers {
-    pub fn new(cfg: TrackerConfig) -> Trackers {
+    pub fn new(cfg: TrackerConfig, liveness: LivenessConfig) -> Trackers {
         Trackers {
             cfg,
+            liveness,
             by_camera: HashMap::new(),
         }
     }
@@ -90,7 +95,11 @@ impl Trackers {
     pub fn camera(&mut self, camera: &Arc<str>) -> &mut Tracker {
         self.by_camera
             .entry(camera.clone())
-            .or_insert_with(|| Tracker::new(self.cfg.clone()))
+            .or_insert_with(|| Tracker::with_liveness(self.cfg.clone(), Some(self.liveness.clone())))
+    }
+
+    pub fn liveness(&self) -> &LivenessConfig {
+        &self.liveness
     }
 
     /// Every open track of every camera, ended (shutdown).
@@ -112,6 +121,8 @@ pub(crate) fn track(trackers: &mut Trackers, batch: &[Observed], gate: &QualityC
         let quality: Vec<f32> = faces.iter().map(|f| f.quality.score()).collect();
         let tracker = trackers.camera(&observed.frame.camera);
         let (assignments, ended) = tracker.update(&detections, &quality, observed.frame.pts_ms);
+        out.assigned
+            .extend(assignments.iter().map(|a| (fi, a.detection, a.track_id)));
         out.to_embed.extend(
             assignments
                 .iter()
@@ -160,7 +171,8 @@ pub(crate) fn embed(
     Ok(embeddings)
 }
 
-/// Match: a track's identity evidence against the gallery, by the matching rule.
+/// Match: a track's identity evidence against the gallery, by the matching rule (liveness
+/// is added by [`decide_track`]).
 pub(crate) fn match_identity(gallery: &Gallery, evidence: &[f32], threshold: f32) -> Evaluation {
     let (decision, candidates) = gallery.identify(evidence, threshold);
     let best = candidates.first();
@@ -175,6 +187,28 @@ pub(crate) fn match_identity(gallery: &Gallery, evidence: &[f32], threshold: f32
         verdict,
         similarity: best.map(|c| c.similarity),
         threshold,
+        liveness: None,
+    }
+}
+
+/// One decision round of a track: its identity evaluation with its liveness, through the
+/// liveness gate and the track's hysteresis.
+pub(crate) fn decide_track(tracker: &mut Tracker, track_id: u64, identity: Evaluation, cfg: &LivenessConfig) -> Option<TrackDecision> {
+    let evidence = tracker.track_mut(track_id)?.evidence_mut();
+    let liveness = evidence.liveness.as_ref().map(|l| l.assess(cfg));
+    evidence.liveness_seen = liveness.map(|a| a.verdict);
+    evidence.last_identity = Some(identity.clone());
+    let mut evaluation = identity;
+    evaluation.liveness = liveness;
+    match gate(&evaluation.verdict, liveness.as_ref(), cfg.mode) {
+        Some(verdict) => {
+            evaluation.verdict = verdict;
+            tracker.evaluate(track_id, evaluation)
+        }
+        None => {
+            tracker.hold(track_id, evaluation);
+            None
+        }
     }
 }
 
@@ -190,14 +224,15 @@ pub(crate) fn decide(
     embeddings: Vec<Embedding>,
 ) -> Vec<(usize, TrackDecision)> {
     let mut decisions = Vec::new();
+    let liveness = trackers.liveness().clone();
     for (r, embedding) in requests.iter().zip(embeddings) {
         let tracker = trackers.camera(&batch[r.frame].frame.camera);
         tracker.add_identity(r.track_id, r.quality, embedding);
         let Some(evidence) = tracker.identity(r.track_id) else {
             continue;
         };
-        let evaluation = match_identity(gallery, &evidence, threshold);
-        if let Some(d) = tracker.evaluate(r.track_id, evaluation) {
+        let identity = match_identity(gallery, &evidence, threshold);
+        if let Some(d) = decide_track(tracker, r.track_id, identity, &liveness) {
             decisions.push((r.frame, d));
         }
     }

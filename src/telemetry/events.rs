@@ -69,6 +69,8 @@ impl InternalEvent for BatchProcessed {
 pub struct IdentityEventStored<'a> {
     pub camera: &'a str,
     pub kind: &'a str,
+    /// The liveness verdict the decision carried, when liveness is on.
+    pub liveness: Option<crate::vision::liveness::fusion::LivenessVerdict>,
     pub track: u64,
     pub person: Option<&'a str>,
     pub similarity: Option<f32>,
@@ -86,6 +88,14 @@ impl InternalEvent for IdentityEventStored<'_> {
             .inc();
         if let Some(s) = self.frame_to_publish_s {
             t.frame_to_publish.observe(s);
+        }
+        if let Some(verdict) = self.liveness {
+            t.liveness_verdicts
+                .get_or_create(&super::registry::LivenessLabel {
+                    camera: self.camera.to_string(),
+                    verdict: verdict.as_str().to_string(),
+                })
+                .inc();
         }
         let similarity = self
             .similarity
@@ -224,6 +234,7 @@ mod tests {
         IdentityEventStored {
             camera: "door",
             kind: "recognized",
+            liveness: None,
             track: 1,
             person: Some("Ann"),
             similarity: Some(0.7),

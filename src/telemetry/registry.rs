@@ -28,6 +28,12 @@ pub struct EventLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LivenessLabel {
+    pub camera: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: String,
 }
@@ -68,6 +74,7 @@ pub struct Telemetry {
     pub detections: Family<CameraLabel, Counter>,
     pub embeddings: Family<CameraLabel, Counter>,
     pub events: Family<EventLabel, Counter>,
+    pub liveness_verdicts: Family<LivenessLabel, Counter>,
     pub latency: HistogramFamily<StageLabel>,
     pub frame_to_publish: Histogram,
     pub batch_frames: Histogram,
@@ -101,6 +108,7 @@ impl Telemetry {
             detections: Family::default(),
             embeddings: Family::default(),
             events: Family::default(),
+            liveness_verdicts: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             frame_to_publish: latency_histogram(),
             batch_frames: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
@@ -155,6 +163,11 @@ impl Telemetry {
         r.register("detections", "Faces detected", self.detections.clone());
         r.register("embeddings", "Faces embedded", self.embeddings.clone());
         r.register("events", "Identity events by type", self.events.clone());
+        r.register(
+            "liveness_verdicts",
+            "Liveness verdicts (live, spoof, undecided) of published decisions",
+            self.liveness_verdicts.clone(),
+        );
         r.register("inference_seconds", "Time per recognition stage", self.latency.clone());
         r.register(
             "frame_to_publish_seconds",

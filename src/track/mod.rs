@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::vision::geometry::{Detection, iou};
+use crate::vision::liveness::fusion::{LivenessAssessment, LivenessVerdict};
+use crate::vision::liveness::{LivenessConfig, LivenessEvidence, LivenessMode};
 use crate::vision::similarity::l2_normalize;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +91,27 @@ pub struct Evaluation {
     pub similarity: Option<f32>,
     /// The threshold it was held against.
     pub threshold: f32,
+    /// The track's liveness when it was evaluated (`None` when liveness is off).
+    pub liveness: Option<LivenessAssessment>,
+}
+
+/// What the identity verdict becomes under the liveness mode; `None` means "not yet": the
+/// track waits for more liveness evidence before anything is published.
+///
+/// `enforce`: a spoof verdict wins over any identity; a match is recognized only when the
+/// face is live and waits while liveness is undecided; an unknown face stays unknown.
+/// `report` and `off`: the identity verdict, untouched.
+pub fn gate(identity: &Verdict, liveness: Option<&LivenessAssessment>, mode: LivenessMode) -> Option<Verdict> {
+    if mode != LivenessMode::Enforce {
+        return Some(identity.clone());
+    }
+    let verdict = liveness.map_or(LivenessVerdict::Undecided, |l| l.verdict);
+    match (identity, verdict) {
+        (_, LivenessVerdict::Spoof) => Some(Verdict::Spoof),
+        (Verdict::Recognized { .. }, LivenessVerdict::Live) => Some(identity.clone()),
+        (Verdict::Recognized { .. }, LivenessVerdict::Undecided) => None,
+        (other, _) => Some(other.clone()),
+    }
 }
 
 /// A decision to publish.
@@ -102,12 +125,18 @@ pub struct TrackDecision {
     pub pts_ms: i64,
 }
 
-/// Everything a track has gathered about its face. Each kind of evidence has its own
-/// field, so a new cue (liveness) is one more field and one more `add_…` method.
+/// Everything a track has gathered about its face: identity and, when liveness is on,
+/// liveness evidence.
 #[derive(Debug, Clone, Default)]
 pub struct TrackEvidence {
     /// (quality, encoding) of the best faces so far, best first, at most `max_evidence`.
     identity: Vec<(f32, Vec<f32>)>,
+    /// `None` when liveness is off.
+    pub liveness: Option<LivenessEvidence>,
+    /// The liveness verdict last used for a decision, to re-decide when it changes.
+    pub liveness_seen: Option<LivenessVerdict>,
+    /// The identity evaluation of the last decision round, liveness aside.
+    pub last_identity: Option<Evaluation>,
 }
 
 impl TrackEvidence {
@@ -137,6 +166,7 @@ pub struct Track {
     pub bbox: [f32; 4],
     pub frames: u32,
     pub missed: u32,
+    pub first_pts_ms: i64,
     pub last_pts_ms: i64,
     best_quality: f32,
     since_embed: u32,
@@ -147,16 +177,20 @@ pub struct Track {
 }
 
 impl Track {
-    fn new(id: u64, d: &Detection, pts_ms: i64) -> Track {
+    fn new(id: u64, d: &Detection, pts_ms: i64, liveness: Option<&LivenessConfig>) -> Track {
         Track {
             id,
             bbox: d.bbox,
             frames: 1,
             missed: 0,
+            first_pts_ms: pts_ms,
             last_pts_ms: pts_ms,
             best_quality: 0.0,
             since_embed: 0,
-            evidence: TrackEvidence::default(),
+            evidence: TrackEvidence {
+                liveness: liveness.map(LivenessEvidence::new),
+                ..TrackEvidence::default()
+            },
             published: None,
             candidate: None,
             latest: None,
@@ -165,6 +199,15 @@ impl Track {
 
     pub fn evidence(&self) -> &TrackEvidence {
         &self.evidence
+    }
+
+    pub fn evidence_mut(&mut self) -> &mut TrackEvidence {
+        &mut self.evidence
+    }
+
+    /// The identity evaluation of the last decision round (liveness gating aside).
+    pub fn latest(&self) -> Option<&Evaluation> {
+        self.latest.as_ref()
     }
 
     pub fn published(&self) -> Option<&Verdict> {
@@ -183,16 +226,38 @@ pub struct Assignment {
 
 pub struct Tracker {
     cfg: TrackerConfig,
+    /// Given when liveness is on: every new track gathers liveness evidence.
+    liveness: Option<LivenessConfig>,
     next_id: u64,
     tracks: Vec<Track>,
 }
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker::with_liveness(cfg, None)
+    }
+
+    /// A tracker whose tracks gather liveness evidence as `liveness` says.
+    pub fn with_liveness(cfg: TrackerConfig, liveness: Option<LivenessConfig>) -> Tracker {
         Tracker {
             cfg,
+            liveness: liveness.filter(LivenessConfig::enabled),
             next_id: 1,
             tracks: Vec::new(),
+        }
+    }
+
+    /// The track with `id`, to add evidence to.
+    pub fn track_mut(&mut self, id: u64) -> Option<&mut Track> {
+        self.tracks.iter_mut().find(|t| t.id == id)
+    }
+
+    /// Records an evaluation that is not published yet (liveness still undecided), so that
+    /// the track's final decision, when it ends, is at most `unknown`.
+    pub fn hold(&mut self, track_id: u64, mut evaluation: Evaluation) {
+        if let Some(t) = self.track_mut(track_id) {
+            evaluation.verdict = Verdict::Unknown;
+            t.latest = Some(evaluation);
         }
     }
 
@@ -246,7 +311,7 @@ impl Tracker {
                     ti
                 }
                 None => {
-                    self.tracks.push(Track::new(self.next_id, d, pts_ms));
+                    self.tracks.push(Track::new(self.next_id, d, pts_ms, self.liveness.as_ref()));
                     self.next_id += 1;
                     self.tracks.len() - 1
                 }
@@ -356,6 +421,7 @@ mod tests {
             verdict: v,
             similarity: Some(s),
             threshold: 0.5,
+            liveness: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod camera;
 mod config;
 mod decimator;
 mod pipeline;
+pub mod presentation;
 mod source;
 pub mod synth;
 

@@ -43,6 +43,16 @@ pub enum LivenessVerdict {
     Undecided,
 }
 
+impl LivenessVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivenessVerdict::Live => "live",
+            LivenessVerdict::Spoof => "spoof",
+            LivenessVerdict::Undecided => "undecided",
+        }
+    }
+}
+
 /// A track's liveness at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LivenessAssessment {
