@@ -465,7 +465,7 @@ fn band_spectrum(x: &[f64], fs: f64, band: (f64, f64)) -> Vec<(f64, f64)> {
 fn peak_share(spectrum: &[(f64, f64)], half_width: f64) -> Option<(f64, f64)> {
     let &(peak, _) = spectrum.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
     let total: f64 = spectrum.iter().map(|s| s.1).sum();
-    if !(total > 1e-30) {
+    if !total.is_finite() || total <= 1e-30 {
         return Some((peak, 0.0));
     }
     let near: f64 = spectrum
@@ -817,6 +817,15 @@ mod tests {
                     },
                 ),
                 ("pulse 1.2 Hz", LIVE),
+                ("pulse 1.2 Hz, no drops", Signal { drops: false, ..LIVE }),
+                (
+                    "noise, no drops",
+                    Signal {
+                        pulse_hz: None,
+                        drops: false,
+                        ..LIVE
+                    },
+                ),
                 (
                     "pulse 2.0 Hz",
                     Signal {
