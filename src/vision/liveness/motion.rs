@@ -131,6 +131,7 @@ pub struct MotionTrace {
 }
 
 impl MotionTrace {
+    /// An empty trace keeping `config.window_s` seconds.
     pub fn new(config: &MotionConfig) -> MotionTrace {
         MotionTrace {
             frames: VecDeque::new(),

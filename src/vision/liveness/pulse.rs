@@ -138,7 +138,10 @@ pub struct PulseConfig {
     /// POS's sliding window. Wang et al. use 1.6 s (32 frames at 20 frames/s): at least one
     /// cardiac cycle at the lowest rate, short enough to follow changes in illumination.
     pub pos_window_s: f32,
-    /// The SNR (dB, see [`PulseReading::snr`]) mapped to score 0…
+    /// The SNR (dB, see [`PulseReading::snr`]) mapped to score 0… On synthetic traces (see
+    /// the tests) noise alone stayed at or below 0 dB over 8 s and below 3.5 dB over 3 s;
+    /// a 1 % pulse at 0.8–1.2 Hz reached 5–10 dB (1–8 dB at 2 Hz, where the interpolation
+    /// over dropped frames costs most).
     pub snr_low_db: f32,
     /// …and to score 1, linearly in between.
     pub snr_high_db: f32,
@@ -244,6 +247,7 @@ pub struct PulseTrace {
 }
 
 impl PulseTrace {
+    /// An empty trace keeping `config.window_s` seconds.
     pub fn new(config: &PulseConfig) -> PulseTrace {
         PulseTrace {
             samples: VecDeque::new(),
