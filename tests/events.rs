@@ -15,8 +15,8 @@ use common::TempDir;
 use common::mosquitto::{Mosquitto, Persistence, free_port};
 use common::watch::Watch;
 use facegate::events::{
-    Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, LivenessCues, MqttConfig, PersonRef, Publisher, ShutdownReport,
-    WatchOptions, timestamp,
+    Command, CommandKey, CommandsConfig, Event, EventKind, Liveness, LivenessCues, MqttConfig, PersonRef, Publisher,
+    ShutdownReport, WatchOptions, timestamp,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
@@ -262,7 +262,10 @@ fn assert_schema(v: &Value) {
     match &v["liveness"] {
         Value::Null => {}
         l => {
-            assert!((l["score"].is_f64() || l["score"].is_null()) && l["live"].is_boolean(), "{l}");
+            assert!(
+                (l["score"].is_f64() || l["score"].is_null()) && l["live"].is_boolean(),
+                "{l}"
+            );
             assert_eq!(l.as_object().unwrap().len(), 3);
             let cues = l["cues"].as_object().expect("cues");
             let mut names: Vec<&str> = cues.keys().map(String::as_str).collect();

@@ -46,7 +46,9 @@ pub fn liveness(cfg: &Config, args: &LivenessArgs, json_out: bool) -> Result<(),
             reason: "no such file".into(),
         });
     }
-    let tracks = liveness_of_video(cfg, &args.input, args.fps)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
+    let mut cnn = engine.passive_cnn(&cfg.models)?;
+    let tracks = liveness_of_video(cfg, &mut engine, &mut cnn, &args.input, args.fps)?;
     let out = json!({"video": args.input.display().to_string(), "tracks": tracks});
     print(json_out, &out, || {
         let mut s = format!("{}: {} track(s)", args.input.display(), tracks.len());

@@ -2,7 +2,7 @@
 //! (skin colour for the pulse, landmarks for the motion cue, and the passive CNN where a
 //! reading is due), and a track whose liveness verdict changed is decided again.
 
-use super::stages::{Observed, Trackers, Tracked, decide_track};
+use super::stages::{Observed, Tracked, Trackers, decide_track};
 use crate::telemetry::events::FrameFailed;
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::track::TrackDecision;
@@ -32,7 +32,10 @@ pub(crate) fn observe(
         for &(_, face, track_id) in tracked.assigned.iter().filter(|(f, _, _)| *f == fi) {
             let detection = &faces[face].detection;
             let embedded = tracked.to_embed.iter().any(|r| r.frame == fi && r.track_id == track_id);
-            let Some(evidence) = tracker.track_mut(track_id).and_then(|t| t.evidence_mut().liveness.as_mut()) else {
+            let Some(evidence) = tracker
+                .track_mut(track_id)
+                .and_then(|t| t.evidence_mut().liveness.as_mut())
+            else {
                 continue;
             };
             evidence.add_frame(frame.pts_ms, skin_rgb(&frame.image, detection), detection);
@@ -47,7 +50,10 @@ pub(crate) fn observe(
         match cnn.score(&frame.image, &detections) {
             Ok(scores) => {
                 for ((track_id, _), real) in for_cnn.iter().zip(scores) {
-                    if let Some(l) = tracker.track_mut(*track_id).and_then(|t| t.evidence_mut().liveness.as_mut()) {
+                    if let Some(l) = tracker
+                        .track_mut(*track_id)
+                        .and_then(|t| t.evidence_mut().liveness.as_mut())
+                    {
                         l.add_cnn(real);
                     }
                 }
@@ -75,7 +81,9 @@ pub(crate) fn redecide(trackers: &mut Trackers, batch: &[Observed], tracked: &Tr
             continue;
         }
         let tracker = trackers.camera(&batch[fi].frame.camera);
-        let Some(track) = tracker.track_mut(track_id) else { continue };
+        let Some(track) = tracker.track_mut(track_id) else {
+            continue;
+        };
         let evidence = track.evidence();
         let (Some(liveness), Some(identity)) = (&evidence.liveness, &evidence.last_identity) else {
             continue;

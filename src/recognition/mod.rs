@@ -245,7 +245,13 @@ impl Worker {
         let cfg = self.ctx.cfg.clone();
         let batch: Vec<Observed> = stages::detect(&mut self.engine, frames, &self.ctx.telemetry);
         let tracked = stages::track(&mut self.trackers, &batch, &cfg.gallery.quality);
-        liveness::observe(&mut self.trackers, &batch, &tracked, self.cnn.as_mut(), &self.ctx.telemetry);
+        liveness::observe(
+            &mut self.trackers,
+            &batch,
+            &tracked,
+            self.cnn.as_mut(),
+            &self.ctx.telemetry,
+        );
         let mut decisions = match stages::embed(&mut self.engine, &batch, &tracked.to_embed, &self.ctx.telemetry) {
             Ok(embeddings) => stages::decide(
                 &mut self.trackers,

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::telemetry::Telemetry;
 use crate::track::Track;
 use crate::video::{CameraConfig, CameraStats, CameraStatus, ConsumerSpec, FrameBus, QueuePolicy, spawn_camera};
+use crate::vision::liveness::cnn::PassiveCnn;
 use crate::vision::liveness::fusion::LivenessAssessment;
 use crate::vision::liveness::{LivenessConfig, LivenessMode};
 
@@ -38,11 +39,16 @@ pub struct TrackLiveness {
     pub liveness: LivenessAssessment,
 }
 
-/// Every track of the video at `path`, sampled at `fps`, with its liveness.
-pub fn liveness_of_video(cfg: &Config, path: &Path, fps: f32) -> Result<Vec<TrackLiveness>, Error> {
+/// Every track of the video at `path`, sampled at `fps`, with its liveness. The engine and
+/// the CNN are the caller's (ONNX Runtime allows one environment per process).
+pub fn liveness_of_video(
+    cfg: &Config,
+    engine: &mut FaceEngine,
+    cnn: &mut PassiveCnn,
+    path: &Path,
+    fps: f32,
+) -> Result<Vec<TrackLiveness>, Error> {
     crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
-    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
-    let mut cnn = engine.passive_cnn(&cfg.models)?;
     let liveness = LivenessConfig {
         // Off in the configuration still means "measure" here: that is what was asked.
         mode: cfg.liveness.mode.max_with(LivenessMode::Report),
@@ -79,9 +85,9 @@ pub fn liveness_of_video(cfg: &Config, path: &Path, fps: f32) -> Result<Vec<Trac
                 });
             }
         };
-        let batch = stages::detect(&mut engine, vec![frame], &telemetry);
+        let batch = stages::detect(engine, vec![frame], &telemetry);
         let tracked = stages::track(&mut trackers, &batch, &cfg.gallery.quality);
-        observe(&mut trackers, &batch, &tracked, Some(&mut cnn), &telemetry);
+        observe(&mut trackers, &batch, &tracked, Some(&mut *cnn), &telemetry);
         done.extend(tracked.ended.iter().map(|(_, t)| summary(t, &liveness)));
     };
     stop.cancel();

@@ -6,10 +6,10 @@ use super::WorkerContext;
 use super::stages::{EmbedRequest, Observed};
 use crate::error::Error;
 use crate::events::{Event, EventKind, Liveness, LivenessCues, PersonRef};
-use crate::vision::liveness::fusion::LivenessVerdict;
 use crate::telemetry::events::{FrameFailed, IdentityEventLost, IdentityEventStored};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::track::{TrackDecision, Verdict};
+use crate::vision::liveness::fusion::LivenessVerdict;
 
 /// Stores the event of `decision` in the outbox. Returns the seconds from the frame
 /// leaving the decoder (`captured`) to now, when stored.
@@ -26,7 +26,7 @@ pub(crate) fn decision(
             IdentityEventStored {
                 camera,
                 kind: event.kind.as_str(),
-                liveness: d.evaluation.liveness.map(|l| l.verdict),
+                liveness: decision.evaluation.liveness.map(|l| l.verdict),
                 track: decision.track_id,
                 person: event.person.as_ref().map(|p| p.name.as_str()),
                 similarity: event.similarity,

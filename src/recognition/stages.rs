@@ -14,9 +14,9 @@ use crate::gallery::matcher::MatchDecision;
 use crate::telemetry::events::{FacesEmbedded, FrameDetected, FrameFailed};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::track::{Evaluation, Track, TrackDecision, Tracker, TrackerConfig, Verdict, gate};
-use crate::vision::liveness::LivenessConfig;
 use crate::video::Frame;
 use crate::vision::embedder::Embedding;
+use crate::vision::liveness::LivenessConfig;
 use crate::vision::quality::QualityConfig;
 
 /// One frame of a batch with the faces found in it; `faces` is `None` when detection failed
@@ -193,7 +193,12 @@ pub(crate) fn match_identity(gallery: &Gallery, evidence: &[f32], threshold: f32
 
 /// One decision round of a track: its identity evaluation with its liveness, through the
 /// liveness gate and the track's hysteresis.
-pub(crate) fn decide_track(tracker: &mut Tracker, track_id: u64, identity: Evaluation, cfg: &LivenessConfig) -> Option<TrackDecision> {
+pub(crate) fn decide_track(
+    tracker: &mut Tracker,
+    track_id: u64,
+    identity: Evaluation,
+    cfg: &LivenessConfig,
+) -> Option<TrackDecision> {
     let evidence = tracker.track_mut(track_id)?.evidence_mut();
     let liveness = evidence.liveness.as_ref().map(|l| l.assess(cfg));
     evidence.liveness_seen = liveness.map(|a| a.verdict);

@@ -311,7 +311,8 @@ impl Tracker {
                     ti
                 }
                 None => {
-                    self.tracks.push(Track::new(self.next_id, d, pts_ms, self.liveness.as_ref()));
+                    self.tracks
+                        .push(Track::new(self.next_id, d, pts_ms, self.liveness.as_ref()));
                     self.next_id += 1;
                     self.tracks.len() - 1
                 }

@@ -20,9 +20,13 @@ pub struct CueScores {
 
 impl CueScores {
     fn with_evidence(&self) -> impl Iterator<Item = (Cue, f32)> {
-        [(Cue::Cnn, self.cnn), (Cue::Pulse, self.pulse), (Cue::Motion, self.motion)]
-            .into_iter()
-            .filter_map(|(cue, score)| score.filter(|s| s.is_finite()).map(|s| (cue, s)))
+        [
+            (Cue::Cnn, self.cnn),
+            (Cue::Pulse, self.pulse),
+            (Cue::Motion, self.motion),
+        ]
+        .into_iter()
+        .filter_map(|(cue, score)| score.filter(|s| s.is_finite()).map(|s| (cue, s)))
     }
 }
 
@@ -103,7 +107,12 @@ impl Default for FusionConfig {
                 weight: 1.0,
                 veto_below: 0.05,
             },
-            pulse: CueWeight::default(),
+            // The pulse is the only cue that kept every synthetic attack out (README,
+            // "Liveness"): weighted 2, no face without it reaches `live_above`.
+            pulse: CueWeight {
+                weight: 2.0,
+                veto_below: 0.0,
+            },
             motion: CueWeight::default(),
             min_cues: 2,
             live_above: 0.6,
@@ -120,7 +129,10 @@ impl FusionConfig {
                 p.push(format!("{prefix}.{name}.weight: {} is not a weight (≥ 0)", c.weight));
             }
             if !(0.0..=1.0).contains(&c.veto_below) {
-                p.push(format!("{prefix}.{name}.veto_below: {} is not within 0–1", c.veto_below));
+                p.push(format!(
+                    "{prefix}.{name}.veto_below: {} is not within 0–1",
+                    c.veto_below
+                ));
             }
         }
         if !(1..=3).contains(&self.min_cues) {
@@ -148,7 +160,10 @@ impl FusionConfig {
 
 /// The fused score and verdict of `cues`.
 pub fn fuse(cues: &CueScores, cfg: &FusionConfig) -> LivenessAssessment {
-    let present: Vec<(Cue, f32)> = cues.with_evidence().filter(|(c, _)| cfg.weight(*c).weight > 0.0).collect();
+    let present: Vec<(Cue, f32)> = cues
+        .with_evidence()
+        .filter(|(c, _)| cfg.weight(*c).weight > 0.0)
+        .collect();
     let total: f32 = present.iter().map(|(c, _)| cfg.weight(*c).weight).sum();
     let score = (total > 0.0).then(|| present.iter().map(|(c, s)| cfg.weight(*c).weight * s).sum::<f32>() / total);
     let vetoed = present.iter().any(|(c, s)| *s < cfg.weight(*c).veto_below);
@@ -198,24 +213,40 @@ mod tests {
         // A live face: real CNN, a pulse.
         let live = fuse(&cues(Some(0.95), Some(0.8), None), &cfg);
         assert_eq!(live.verdict, LivenessVerdict::Live);
-        assert!((live.score.unwrap() - 0.875).abs() < 1e-6);
+        // (1 × 0.95 + 2 × 0.8) / 3: the pulse weighs twice by default.
+        assert!((live.score.unwrap() - 0.85).abs() < 1e-6);
         // A printed photo the CNN takes for real, with no pulse and moving as a plane.
         let photo = fuse(&cues(Some(0.9), Some(0.05), Some(0.02)), &cfg);
         assert_eq!(photo.verdict, LivenessVerdict::Spoof);
-        // Disagreement in the middle: undecided, not live.
+        // Disagreement in the middle: (0.9 + 2 × 0.35) / 3 = 0.53, undecided, not live.
         assert_eq!(
-            fuse(&cues(Some(0.9), Some(0.1), None), &cfg).verdict,
+            fuse(&cues(Some(0.9), Some(0.35), None), &cfg).verdict,
             LivenessVerdict::Undecided
         );
-        // Weights: with the pulse weighted 3×, its low score wins.
-        let heavy = FusionConfig {
+        // Weights: with the pulse weighted 1× like the CNN, the same cues are live...
+        let even = FusionConfig {
             pulse: CueWeight {
-                weight: 3.0,
+                weight: 1.0,
                 veto_below: 0.0,
             },
             ..cfg.clone()
         };
-        assert_eq!(fuse(&cues(Some(0.9), Some(0.1), None), &heavy).verdict, LivenessVerdict::Spoof);
+        assert_eq!(
+            fuse(&cues(Some(0.9), Some(0.35), None), &even).verdict,
+            LivenessVerdict::Live
+        );
+        // ...and with it weighted 5×, its low score wins.
+        let heavy = FusionConfig {
+            pulse: CueWeight {
+                weight: 5.0,
+                veto_below: 0.0,
+            },
+            ..cfg.clone()
+        };
+        assert_eq!(
+            fuse(&cues(Some(0.9), Some(0.1), None), &heavy).verdict,
+            LivenessVerdict::Spoof
+        );
         // A weight of 0 leaves a cue out: its evidence does not count towards min_cues.
         let no_motion = FusionConfig {
             motion: CueWeight {
@@ -253,7 +284,10 @@ mod tests {
         };
         let p = bad.validate("liveness.fusion");
         for key in ["cnn.weight", "cnn.veto_below", "min_cues", "spoof_below"] {
-            assert!(p.iter().any(|l| l.starts_with(&format!("liveness.fusion.{key}"))), "{key}: {p:?}");
+            assert!(
+                p.iter().any(|l| l.starts_with(&format!("liveness.fusion.{key}"))),
+                "{key}: {p:?}"
+            );
         }
     }
 }
