@@ -26,6 +26,11 @@ pub struct RunReport {
     /// being in the outbox and handed to the MQTT client.
     pub frame_to_publish_p50_ms: f64,
     pub frame_to_publish_p99_ms: f64,
+    /// Liveness (evidence, CNN readings, verdicts), per detected frame and per track that
+    /// got evidence; 0 with liveness off.
+    pub liveness_ms_per_frame: f64,
+    pub liveness_ms_per_track: f64,
+    pub liveness_tracks: u64,
 }
 
 impl RunReport {
@@ -50,8 +55,15 @@ impl RunReport {
             processing_p99_ms: percentile(&samples.processing_ms, 0.99),
             frame_to_publish_p50_ms: percentile(&samples.frame_to_publish_ms, 0.5),
             frame_to_publish_p99_ms: percentile(&samples.frame_to_publish_ms, 0.99),
+            liveness_ms_per_frame: per(samples.liveness.seconds * 1e3, samples.liveness.frames),
+            liveness_ms_per_track: per(samples.liveness.seconds * 1e3, samples.liveness.tracks),
+            liveness_tracks: samples.liveness.tracks,
         }
     }
+}
+
+fn per(total: f64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { total / n as f64 }
 }
 
 /// The `q` quantile (nearest rank) of `values`; 0 for none.

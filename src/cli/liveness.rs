@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::engine::FaceEngine;
 use crate::error::Error;
 use crate::recognition::liveness_of_video;
+use crate::video::presentation::{Presentation, PresentationOptions, make_presentation_video};
 use crate::vision::image_io::{load_image, read_image_file};
 use crate::vision::liveness::fusion::{CueScores, FusionConfig, LivenessAssessment, fuse};
 
@@ -23,6 +24,78 @@ pub struct LivenessArgs {
     /// Video only: frames per second taken through detection (as a camera's detect_fps).
     #[arg(long, default_value_t = 10.0)]
     pub fps: f32,
+}
+
+/// `make-video --presentation`: a synthetic presentation of a photo's largest face.
+#[derive(Debug, Args)]
+pub struct PresentationArgs {
+    /// Make a liveness presentation instead of the demo video.
+    #[arg(long = "presentation", value_enum)]
+    pub kind: Option<PresentationKind>,
+    /// The photo presented (its largest face); default: the first sample photo.
+    #[arg(long, requires = "kind")]
+    pub photo: Option<PathBuf>,
+    /// Bona fide only: the pulse's frequency, Hz.
+    #[arg(long, default_value_t = 1.2, requires = "kind")]
+    pub pulse_hz: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresentationKind {
+    BonaFide,
+    RigidPhoto,
+    Print,
+    Screen,
+}
+
+/// Writes the presentation video `kind` of the largest face of the photo in `args` to `out`.
+pub fn make_presentation(
+    cfg: &Config,
+    out: &Path,
+    seconds: u32,
+    kind: PresentationKind,
+    args: &PresentationArgs,
+    json_out: bool,
+) -> Result<(), Error> {
+    crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
+    if !(0.5..=4.0).contains(&args.pulse_hz) {
+        return Err(Error::Rejected(format!(
+            "--pulse-hz {}: a pulse is between 0.5 and 4 Hz",
+            args.pulse_hz
+        )));
+    }
+    let photo_path = args
+        .photo
+        .clone()
+        .unwrap_or_else(|| cfg.models.resolve(Path::new("samples/sample1.jpg")));
+    let photo = load_image(&photo_path, &cfg.images)?;
+    let mut engine = FaceEngine::load(&cfg.models, &cfg.inference, &cfg.detector)?;
+    let faces = engine.detect(&photo)?;
+    let face = crate::engine::largest_face(&faces).ok_or_else(|| Error::NoFace {
+        path: photo_path.clone(),
+    })?;
+    let presentation = match kind {
+        PresentationKind::BonaFide => Presentation::BonaFide {
+            pulse_hz: args.pulse_hz,
+        },
+        PresentationKind::RigidPhoto => Presentation::RigidPhoto,
+        PresentationKind::Print => Presentation::Print,
+        PresentationKind::Screen => Presentation::Screen,
+    };
+    let opts = PresentationOptions {
+        seconds: seconds as f32,
+        ..PresentationOptions::default()
+    };
+    make_presentation_video(&photo, face, presentation, out, &opts).map_err(|reason| Error::Input {
+        path: out.to_path_buf(),
+        reason,
+    })?;
+    print(
+        json_out,
+        &json!({"video": out.display().to_string(), "presentation": presentation.name()}),
+        || format!("wrote {} ({})", out.display(), presentation.name()),
+    );
+    Ok(())
 }
 
 /// One face of a photo.

@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         until_offline: bool,
     },
-    /// Compose a demo video (MP4) from the sample photos.
+    /// Compose a demo video (MP4) from the sample photos, or with --presentation a
+    /// synthetic liveness presentation of one photo's largest face.
     #[command(hide = true)]
     MakeVideo {
         /// Output file (.mp4).
@@ -91,6 +92,8 @@ pub enum Command {
         /// Seconds of video.
         #[arg(long, default_value_t = 16)]
         seconds: u32,
+        #[command(flatten)]
+        presentation: liveness::PresentationArgs,
     },
     /// Find faces in an image: boxes, scores and five landmarks.
     Detect { image: PathBuf },
@@ -198,7 +201,14 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Run { report } => run_daemon(cfg, file, report.clone()),
         Command::Watch { .. } => watch(&cfg, &cli.command, cli.json),
-        Command::MakeVideo { out, seconds } => make_video(&cfg, out, *seconds, cli.json),
+        Command::MakeVideo {
+            out,
+            seconds,
+            presentation,
+        } => match presentation.kind {
+            Some(kind) => liveness::make_presentation(&cfg, out, *seconds, kind, presentation, cli.json),
+            None => make_video(&cfg, out, *seconds, cli.json),
+        },
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
         Command::Verify(args) => gallery::verify(&cfg, args, cli.json),

@@ -10,6 +10,15 @@ use crate::vision::geometry::Detection;
 use crate::vision::liveness::cnn::PassiveCnn;
 use crate::vision::liveness::pulse::skin_rgb;
 
+/// What the liveness stage did with one batch, for the run report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LivenessWork {
+    /// Faces whose evidence grew.
+    pub faces: usize,
+    /// Tracks that got their first evidence.
+    pub new_tracks: usize,
+}
+
 /// Adds this batch's evidence to every tracked face's liveness. The CNN reads the faces
 /// that are embedded now (a new track, a better face, every few frames) and those whose
 /// track still lacks the readings the cue needs.
@@ -19,9 +28,10 @@ pub(crate) fn observe(
     tracked: &Tracked,
     mut cnn: Option<&mut PassiveCnn>,
     telemetry: &Telemetry,
-) {
+) -> LivenessWork {
+    let mut work = LivenessWork::default();
     if !trackers.liveness().enabled() {
-        return;
+        return work;
     }
     let min_readings = trackers.liveness().cnn.min_readings;
     for (fi, observed) in batch.iter().enumerate() {
@@ -39,6 +49,8 @@ pub(crate) fn observe(
                 continue;
             };
             evidence.add_frame(frame.pts_ms, skin_rgb(&frame.image, detection), detection);
+            work.faces += 1;
+            work.new_tracks += usize::from(evidence.frames() == 1);
             if embedded || evidence.cnn_readings() < min_readings {
                 for_cnn.push((track_id, detection.clone()));
             }
@@ -65,6 +77,7 @@ pub(crate) fn observe(
             .emit(telemetry),
         }
     }
+    work
 }
 
 /// Decides again every track of the batch whose liveness verdict changed since its last

@@ -25,7 +25,7 @@ use crate::engine::FaceEngine;
 use crate::error::Error;
 use crate::events::{Command, Publisher};
 use crate::gallery::Gallery;
-use crate::telemetry::events::{BatchProcessed, GalleryRefreshFailed, GalleryRefreshed};
+use crate::telemetry::events::{BatchProcessed, GalleryRefreshFailed, GalleryRefreshed, LivenessObserved};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::video::{Frame, FrameReceiver};
 use stages::{Observed, Trackers};
@@ -101,6 +101,33 @@ pub struct LatencySamples {
     pub processing_ms: Vec<f64>,
     /// Per event: from its frame leaving the decoder to the event stored in the outbox.
     pub frame_to_publish_ms: Vec<f64>,
+    /// The liveness stage (evidence, CNN readings, verdicts) over the run.
+    pub liveness: LivenessCost,
+}
+
+/// Time spent on liveness over a run and what it covered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LivenessCost {
+    pub seconds: f64,
+    /// Detected frames that went through the stage.
+    pub frames: u64,
+    /// Face observations (one face in one frame).
+    pub faces: u64,
+    pub tracks: u64,
+}
+
+impl LivenessCost {
+    fn add(&mut self, frames: usize, work: liveness::LivenessWork, seconds: f64, telemetry: &Telemetry) {
+        self.seconds += seconds;
+        self.frames += frames as u64;
+        self.faces += work.faces as u64;
+        self.tracks += work.new_tracks as u64;
+        LivenessObserved {
+            faces: work.faces,
+            seconds,
+        }
+        .emit(telemetry);
+    }
 }
 
 impl LatencySamples {
@@ -245,13 +272,15 @@ impl Worker {
         let cfg = self.ctx.cfg.clone();
         let batch: Vec<Observed> = stages::detect(&mut self.engine, frames, &self.ctx.telemetry);
         let tracked = stages::track(&mut self.trackers, &batch, &cfg.gallery.quality);
-        liveness::observe(
+        let liveness_started = Instant::now();
+        let work = liveness::observe(
             &mut self.trackers,
             &batch,
             &tracked,
             self.cnn.as_mut(),
             &self.ctx.telemetry,
         );
+        let mut liveness_s = liveness_started.elapsed().as_secs_f64();
         let mut decisions = match stages::embed(&mut self.engine, &batch, &tracked.to_embed, &self.ctx.telemetry) {
             Ok(embeddings) => stages::decide(
                 &mut self.trackers,
@@ -266,7 +295,12 @@ impl Worker {
                 Vec::new()
             }
         };
+        let redecide_started = Instant::now();
         decisions.extend(liveness::redecide(&mut self.trackers, &batch, &tracked));
+        liveness_s += redecide_started.elapsed().as_secs_f64();
+        if self.trackers.liveness().enabled() {
+            self.latencies.liveness.add(n, work, liveness_s, &self.ctx.telemetry);
+        }
         decisions.extend(
             tracked
                 .ended

@@ -52,6 +52,19 @@ impl InternalEvent for FacesEmbedded<'_> {
     }
 }
 
+/// The liveness stage took a batch's faces: evidence added, CNN read, verdicts revised.
+pub struct LivenessObserved {
+    pub faces: usize,
+    pub seconds: f64,
+}
+
+impl InternalEvent for LivenessObserved {
+    fn emit(self, t: &Telemetry) {
+        t.observe("liveness", self.seconds);
+        debug!(faces = self.faces, ms = self.seconds * 1e3, "liveness observed");
+    }
+}
+
 /// A batch of frames went through every stage.
 pub struct BatchProcessed {
     pub frames: usize,
@@ -107,6 +120,7 @@ impl InternalEvent for IdentityEventStored<'_> {
             kind = self.kind,
             person = self.person.unwrap_or("-"),
             similarity = %similarity,
+            liveness = self.liveness.map_or("-", |v| v.as_str()),
             "event"
         );
     }

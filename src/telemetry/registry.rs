@@ -299,6 +299,39 @@ mod tests {
     }
 
     #[test]
+    fn spoof_verdicts_are_counted_per_camera() {
+        use super::super::InternalEvent;
+        use super::super::events::IdentityEventStored;
+        use crate::vision::liveness::fusion::LivenessVerdict;
+        let t = Telemetry::new();
+        for (camera, kind, liveness) in [
+            ("door", "spoof", Some(LivenessVerdict::Spoof)),
+            ("door", "spoof", Some(LivenessVerdict::Spoof)),
+            ("yard", "recognized", Some(LivenessVerdict::Live)),
+            ("yard", "unknown", None),
+        ] {
+            IdentityEventStored {
+                camera,
+                kind,
+                liveness,
+                track: 1,
+                person: None,
+                similarity: None,
+                frame_to_publish_s: None,
+            }
+            .emit(&t);
+        }
+        let text = t.encode();
+        for line in [
+            "facegate_liveness_verdicts_total{camera=\"door\",verdict=\"spoof\"} 2",
+            "facegate_liveness_verdicts_total{camera=\"yard\",verdict=\"live\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("verdict=\"spoof\"} 3"), "{text}");
+    }
+
+    #[test]
     fn a_handle_taken_from_a_family_counts_in_the_registry() {
         let t = Telemetry::new();
         let handle = t.frames_decoded.get_or_create_owned(&Telemetry::camera("door"));

@@ -557,4 +557,42 @@ mod tests {
         let (_, ended) = t.update(&[], &[], 3);
         assert!(Tracker::finish(&ended[0]).is_none());
     }
+
+    fn assessed(verdict: LivenessVerdict) -> LivenessAssessment {
+        LivenessAssessment {
+            score: Some(0.5),
+            verdict,
+            cues: Default::default(),
+        }
+    }
+
+    #[test]
+    fn enforce_recognizes_only_a_live_face_and_turns_an_attack_into_spoof() {
+        use LivenessVerdict::{Live, Spoof, Undecided};
+        let enforce = LivenessMode::Enforce;
+        let live = assessed(Live);
+        let spoof = assessed(Spoof);
+        let undecided = assessed(Undecided);
+        assert_eq!(gate(&ann(), Some(&live), enforce), Some(ann()));
+        assert_eq!(gate(&ann(), Some(&undecided), enforce), None, "waits for evidence");
+        assert_eq!(gate(&ann(), None, enforce), None, "no evidence yet: waits");
+        assert_eq!(gate(&ann(), Some(&spoof), enforce), Some(Verdict::Spoof));
+        assert_eq!(gate(&Verdict::Unknown, Some(&spoof), enforce), Some(Verdict::Spoof));
+        // An unknown face is unknown whatever its liveness: nothing to gate.
+        assert_eq!(
+            gate(&Verdict::Unknown, Some(&undecided), enforce),
+            Some(Verdict::Unknown)
+        );
+        assert_eq!(gate(&Verdict::Unknown, Some(&live), enforce), Some(Verdict::Unknown));
+    }
+
+    #[test]
+    fn report_and_off_leave_the_identity_untouched() {
+        let spoof = assessed(LivenessVerdict::Spoof);
+        for mode in [LivenessMode::Report, LivenessMode::Off] {
+            assert_eq!(gate(&ann(), Some(&spoof), mode), Some(ann()));
+            assert_eq!(gate(&ann(), None, mode), Some(ann()));
+            assert_eq!(gate(&Verdict::Unknown, Some(&spoof), mode), Some(Verdict::Unknown));
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod mosquitto;
 pub mod rtsp;
+pub mod subscriber;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

@@ -94,6 +94,7 @@ impl LivenessConfig {
 /// window of seconds).
 #[derive(Debug, Clone)]
 pub struct LivenessEvidence {
+    frames: u32,
     cnn_sum: f32,
     cnn_readings: u32,
     pulse: pulse::PulseTrace,
@@ -103,6 +104,7 @@ pub struct LivenessEvidence {
 impl LivenessEvidence {
     pub fn new(cfg: &LivenessConfig) -> LivenessEvidence {
         LivenessEvidence {
+            frames: 0,
             cnn_sum: 0.0,
             cnn_readings: 0,
             pulse: pulse::PulseTrace::new(&cfg.pulse),
@@ -112,6 +114,7 @@ impl LivenessEvidence {
 
     /// What one detected frame of the face adds: its skin colour and its landmarks.
     pub fn add_frame(&mut self, pts_ms: i64, skin: Option<[f32; 3]>, face: &crate::vision::geometry::Detection) {
+        self.frames = self.frames.saturating_add(1);
         if let Some(rgb) = skin {
             self.pulse.push(pts_ms, rgb);
         }
@@ -124,6 +127,11 @@ impl LivenessEvidence {
             self.cnn_sum += real.clamp(0.0, 1.0);
             self.cnn_readings += 1;
         }
+    }
+
+    /// Detected frames of the face so far.
+    pub fn frames(&self) -> u32 {
+        self.frames
     }
 
     /// CNN readings so far.
