@@ -23,9 +23,11 @@ const PULSES: [f32; 6] = [0.8, 1.1, 1.4, 1.7, 2.0, 1.2];
 
 /// One presentation's outcome.
 struct Outcome {
+    photo: String,
     attack: bool,
     kind: String,
     cues: CueScores,
+    score: Option<f32>,
     verdict: LivenessVerdict,
 }
 
@@ -94,9 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 track.liveness.verdict
             );
             outcomes.push(Outcome {
+                photo: format!("sample{i}"),
                 attack: kind.is_attack(),
                 kind: kind.name().split(' ').take(2).collect::<Vec<_>>().join(" "),
                 cues: track.liveness.cues,
+                score: track.liveness.score,
                 verdict: track.liveness.verdict,
             });
         }
@@ -146,16 +150,18 @@ fn report(outcomes: &[Outcome]) {
         );
     }
     println!();
-    println!("| presentation | cnn | pulse | motion | verdict |");
-    println!("|---|---|---|---|---|");
+    println!("| photo | presentation | cnn | pulse | motion | fused | verdict |");
+    println!("|---|---|---|---|---|---|---|");
     let cue = |v: Option<f32>| v.map_or("–".to_string(), |s| format!("{s:.2}"));
     for o in outcomes {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            o.photo,
             o.kind,
             cue(o.cues.cnn),
             cue(o.cues.pulse),
             cue(o.cues.motion),
+            cue(o.score),
             o.verdict.as_str()
         );
     }

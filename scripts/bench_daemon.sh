@@ -6,7 +6,9 @@
 #   default       facegate as shipped: detection sampled at 10 fps by timestamp, faces
 #                 embedded when a track starts, improves, or every 10 detection frames;
 #   live pace     the default mode with realtime = true (the file paced like a camera),
-#                 where frame-to-publish latency has no replay queue in it.
+#                 where frame-to-publish latency has no replay queue in it;
+#   liveness      the default mode with liveness.mode = report and = enforce: the cost of
+#                 the liveness stage per detected frame and per track.
 # Replays use realtime = false (every frame decoded, as fast as it goes). Threads: 2.
 # Prints a Markdown table; raw reports go to $OUT (default: a temporary folder).
 set -euo pipefail
@@ -29,7 +31,7 @@ free_port() {
 rm -f "$out/gallery.db"
 "$bin" --gallery "$out/gallery.db" enroll --name Ann "$samples/sample1.jpg" --largest >/dev/null
 
-run_facegate() { # name detect_fps embed_every realtime
+run_facegate() { # name detect_fps embed_every realtime [liveness mode]
   local name=$1 port admin
   port=$(free_port 18830)
   admin=$(free_port 19464)
@@ -47,6 +49,8 @@ stats_interval_s = 0
 path = "$out/gallery.db"
 [admin]
 listen = "127.0.0.1:$admin"
+[liveness]
+mode = "${5:-off}"
 [[cameras]]
 name = "door"
 url = "file://$out/door.mp4"
@@ -60,13 +64,15 @@ TOML
 run_facegate every 0 1 false
 run_facegate default 10 10 false
 run_facegate live 10 10 true
+run_facegate report 10 10 false report
+run_facegate enforce 10 10 false enforce
 (cd tests/reference && "$py" peer_video.py --models ../../models/prepared --threads 2 \
   --enroll "../../$samples/sample1.jpg" "$out/door.mp4" 2>/dev/null) >"$out/peer.json"
 
 "$py" - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
-r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in ("every", "default", "live", "peer")}
+r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in ("every", "default", "live", "report", "enforce", "peer")}
 peer = r["peer"]
 video = peer["frames"]  # the peer decodes every frame of the video
 print("| pipeline | video frames/s | vs peer | frames detected | faces | embeddings | events | processing p50 / p99 ms | frame→publish p50 / p99 ms |")
@@ -80,5 +86,14 @@ for name, label in (("every", "facegate, every frame"), ("default", "facegate, d
           f"| {x['processing_p50_ms']:.1f} / {x['processing_p99_ms']:.1f} | {x['frame_to_publish_p50_ms']:.0f} / {x['frame_to_publish_p99_ms']:.0f} |")
 print(f"| OpenCV 5.0 peer, every frame | {peer['fps']:.1f} | 1.00× | {peer['frames']} | {peer['faces']} | {peer['faces']} | – "
       f"| {peer['latency_p50_ms']:.1f} / {peer['latency_p99_ms']:.1f} | – |")
+print()
+print("| default mode, liveness | video frames/s | vs peer | events | liveness ms / detected frame | liveness ms / track | tracks | processing p50 / p99 ms |")
+print("|---|---|---|---|---|---|---|---|")
+for name in ("default", "report", "enforce"):
+    x = r[name]
+    fps = video / x["wall_s"] if x["wall_s"] > 0 else 0.0
+    mode = "off" if name == "default" else name
+    print(f"| {mode} | {fps:.1f} | {fps / peer['fps']:.2f}× | {x['events']} | {x['liveness_ms_per_frame']:.2f} "
+          f"| {x['liveness_ms_per_track']:.1f} | {x['liveness_tracks']} | {x['processing_p50_ms']:.1f} / {x['processing_p99_ms']:.1f} |")
 PY
 echo "raw reports: $out" >&2
