@@ -19,6 +19,21 @@ use crate::telemetry::events::{CameraNotStarted, CameraWentOffline};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::video::{CameraStats, CameraStatus, CameraUpdate, ConsumerCounters, ConsumerSpec, FrameBus, QueuePolicy};
 
+/// Raises NVDEC above the software decoders when the models run on CUDA and GStreamer has
+/// it, and says once which decoders the cameras use.
+fn log_decoding(cfg: &Config, on_cuda: bool) {
+    let nvdec = crate::video::hwdec::prefer_nvdec(cfg.daemon.hardware_decoding, on_cuda);
+    if nvdec.is_empty() {
+        tracing::info!(
+            hardware_decoding = cfg.daemon.hardware_decoding.as_str(),
+            on_cuda,
+            "cameras decode on the CPU"
+        );
+    } else {
+        tracing::info!(decoders = %nvdec.join(","), "cameras decode on the GPU (NVDEC)");
+    }
+}
+
 /// The consumer name of the recognition queue on every camera's bus.
 pub(crate) const RECOGNITION: &str = "recognition";
 
@@ -67,6 +82,7 @@ pub(super) async fn build(cfg: Config, keep_latencies: bool) -> Result<Daemon, E
     let camera_stop = shutdown.child_token();
     let (update_tx, update_rx) = mpsc::unbounded_channel::<CameraUpdate>();
     if health.loaded() {
+        log_decoding(&cfg, health.on_cuda.load(std::sync::atomic::Ordering::Relaxed));
         start_cameras(&cfg, &mut cameras, &update_tx, &camera_stop, &telemetry);
     }
     drop(update_tx);

@@ -50,6 +50,9 @@ pub struct DaemonConfig {
     /// once the models and the gallery are loaded, even if the broker or a camera is not
     /// up yet: they are retried in the background and `/ready` says which is missing.
     pub ready_timeout_s: u64,
+    /// `auto`: decode on the GPU (NVDEC: nvh264dec, nvh265dec, …) when GStreamer has the
+    /// nvcodec decoders and the models run on CUDA; `off`: always the CPU decoders.
+    pub hardware_decoding: crate::video::hwdec::HardwareDecoding,
 }
 
 impl Default for DaemonConfig {
@@ -58,6 +61,7 @@ impl Default for DaemonConfig {
             shutdown_grace_s: 10,
             frame_queue: 8,
             ready_timeout_s: 30,
+            hardware_decoding: crate::video::hwdec::HardwareDecoding::Auto,
         }
     }
 }
@@ -72,6 +76,11 @@ pub struct RecognitionConfig {
     /// Most frames, one per camera, that the recognition worker takes through its stages
     /// together (their faces share one embedder call).
     pub max_batch_frames: usize,
+    /// How long the worker waits for frames of other cameras to fill a batch, ms. 0 (the
+    /// default): it takes what is queued and goes, which is right on a CPU; on a GPU,
+    /// where a batch of 8–16 costs little more than one, e.g. `max_batch_frames = 16`
+    /// and 10 ms.
+    pub batch_wait_ms: u64,
 }
 
 impl Default for RecognitionConfig {
@@ -79,6 +88,7 @@ impl Default for RecognitionConfig {
         RecognitionConfig {
             threshold: 0.363,
             max_batch_frames: 4,
+            batch_wait_ms: 0,
         }
     }
 }
@@ -248,6 +258,12 @@ impl Config {
         }
         if self.recognition.max_batch_frames == 0 {
             p.push("recognition.max_batch_frames: must be at least 1".into());
+        }
+        if self.recognition.batch_wait_ms > 1000 {
+            p.push(format!(
+                "recognition.batch_wait_ms: {} is above 1000 (a frame would wait longer than a door can)",
+                self.recognition.batch_wait_ms
+            ));
         }
         p.extend(self.gallery.validate());
         p.extend(self.tracker.validate("tracker"));

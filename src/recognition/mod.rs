@@ -40,6 +40,8 @@ const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 pub struct WorkerHealth {
     pub models_loaded: AtomicBool,
     pub gallery_open: AtomicBool,
+    /// The models run on CUDA (set with `models_loaded`).
+    pub on_cuda: AtomicBool,
     /// What the models run on, once loaded; why loading failed, when it did.
     pub models_note: std::sync::Mutex<String>,
     /// The gallery's file and counts, kept up to date.
@@ -54,6 +56,7 @@ impl Default for WorkerHealth {
         WorkerHealth {
             models_loaded: AtomicBool::new(false),
             gallery_open: AtomicBool::new(false),
+            on_cuda: AtomicBool::new(false),
             models_note: std::sync::Mutex::new("loading".into()),
             gallery_note: std::sync::Mutex::new("opening".into()),
             beat_ms: AtomicU64::new(0),
@@ -210,6 +213,8 @@ impl Worker {
             tracing::info!(%reason, "CUDA unavailable, running on CPU");
         }
         WorkerHealth::note(&ctx.health.models_note, on);
+        let on_cuda = engine.provider() == crate::inference::Provider::Cuda;
+        ctx.health.on_cuda.store(on_cuda, Ordering::Relaxed);
         ctx.health.models_loaded.store(true, Ordering::Relaxed);
         let gallery = Gallery::open_or_create(&ctx.cfg.gallery, engine.model_id())?;
         ctx.health.gallery_open.store(true, Ordering::Relaxed);
@@ -246,8 +251,9 @@ impl Worker {
             self.ctx.health.beat();
             match next_input(&inputs, &refresh, &heartbeat) {
                 Input::Frame(camera, first) => {
-                    let max = self.ctx.cfg.recognition.max_batch_frames;
-                    let batch = gather_batch(camera, first, &inputs.frames, max);
+                    let r = &self.ctx.cfg.recognition;
+                    let wait = Duration::from_millis(r.batch_wait_ms);
+                    let batch = gather_batch(camera, first, &inputs.frames, r.max_batch_frames, wait);
                     self.process(batch);
                 }
                 Input::Command(command) => self.command(command),
@@ -416,16 +422,103 @@ fn next_input(inputs: &WorkerInputs, refresh: &Receiver<Instant>, heartbeat: &Re
 /// The batch for `first` (from camera `from`): it, plus at most one waiting frame of each
 /// other camera, up to `max` frames. Cameras after `from` go first, so that no camera
 /// waits behind the others when the worker cannot keep up.
-fn gather_batch(from: usize, first: Frame, cameras: &[FrameReceiver], max: usize) -> Vec<Frame> {
-    let mut batch = vec![first];
+fn gather_batch(from: usize, first: Frame, cameras: &[FrameReceiver], max: usize, wait: Duration) -> Vec<Frame> {
     let n = cameras.len();
-    for camera in (1..n).map(|k| &cameras[(from + k) % n]) {
-        if batch.len() >= max.max(1) {
-            break;
+    let max = max.max(1);
+    let mut batch = vec![first];
+    let mut taken = vec![false; n];
+    taken[from] = true;
+    let deadline = Instant::now() + wait;
+    loop {
+        for i in (1..n).map(|k| (from + k) % n) {
+            if batch.len() >= max || taken[i] {
+                continue;
+            }
+            if let Ok(frame) = cameras[i].try_recv() {
+                batch.push(frame);
+                taken[i] = true;
+            }
         }
-        if let Ok(frame) = camera.try_recv() {
-            batch.push(frame);
+        let pending: Vec<usize> = (0..n).filter(|i| !taken[*i]).collect();
+        if batch.len() >= max || pending.is_empty() || wait.is_zero() {
+            return batch;
+        }
+        // Wait, until the deadline, for a frame of a camera not in the batch yet.
+        let mut sel = Select::new();
+        for &i in &pending {
+            sel.recv(cameras[i].receiver());
+        }
+        if sel.ready_deadline(deadline).is_err() {
+            return batch;
         }
     }
-    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::{ConsumerSpec, FrameBus, QueuePolicy};
+    use tokio_util::sync::CancellationToken;
+
+    fn frame(camera: &str, seq: u64) -> Frame {
+        Frame {
+            camera: Arc::from(camera),
+            seq,
+            pts_ms: seq as i64 * 40,
+            image: Arc::new(image::RgbImage::new(2, 2)),
+            captured: Instant::now(),
+        }
+    }
+
+    /// Three cameras' buses with a recognition consumer each.
+    fn cameras() -> (Vec<Arc<FrameBus>>, Vec<FrameReceiver>) {
+        let buses: Vec<_> = ["a", "b", "c"].iter().map(|c| FrameBus::new(c)).collect();
+        let rx = buses
+            .iter()
+            .map(|b| b.subscribe(ConsumerSpec::new("recognition", 4, QueuePolicy::DropOldest, 0.0)))
+            .collect();
+        (buses, rx)
+    }
+
+    fn send(bus: &FrameBus, seq: u64) {
+        let admitted = bus.admit(seq * 40_000_000);
+        bus.deliver(admitted, frame(bus.camera(), seq), true, &CancellationToken::new())
+            .unwrap();
+    }
+
+    fn cams(batch: &[Frame]) -> Vec<String> {
+        batch.iter().map(|f| f.camera.to_string()).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_one_queued_frame_per_other_camera_up_to_the_maximum() {
+        let (buses, rx) = cameras();
+        send(&buses[1], 0);
+        send(&buses[1], 1);
+        send(&buses[2], 0);
+        let batch = gather_batch(0, frame("a", 0), &rx, 4, Duration::ZERO);
+        assert_eq!(cams(&batch), ["a", "b", "c"], "one frame per camera");
+        assert_eq!(rx[1].len(), 1, "b's second frame waits for the next batch");
+        send(&buses[2], 1);
+        let batch = gather_batch(0, frame("a", 1), &rx, 2, Duration::ZERO);
+        assert_eq!(cams(&batch), ["a", "b"], "at most max_batch_frames");
+    }
+
+    #[test]
+    fn with_a_wait_the_batch_takes_frames_that_arrive_before_the_deadline() {
+        let (buses, rx) = cameras();
+        let late = buses[2].clone();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            send(&late, 0);
+        });
+        // Without a wait the late frame is not there yet; with one it joins the batch.
+        // (The guard of 10 s only bounds a failing run.)
+        let batch = gather_batch(0, frame("a", 0), &rx, 2, Duration::from_secs(10));
+        sender.join().unwrap();
+        assert_eq!(cams(&batch), ["a", "c"]);
+        // Nothing comes: the wait ends at its deadline with what there is.
+        let batch = gather_batch(0, frame("a", 1), &rx, 3, Duration::from_millis(30));
+        assert_eq!(cams(&batch), ["a"]);
+    }
 }

@@ -13,6 +13,7 @@ mod bus;
 mod camera;
 mod config;
 mod decimator;
+pub mod hwdec;
 mod pipeline;
 pub mod presentation;
 mod source;
