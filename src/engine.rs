@@ -220,6 +220,8 @@ pub struct AlignedFace {
 impl FaceEngine {
     /// Loads ONNX Runtime (the build the device needs) and both models.
     pub fn load(m: &ModelsConfig, inference: &InferenceConfig, detector: &DetectorConfig) -> Result<FaceEngine, Error> {
+        // The runtime first, so that a missing one is the error, as it always was.
+        let runtime = Runtime::load(&m.libraries(), inference)?;
         let model = |field: &str, path: &Path| {
             m.locate(field).map_err(|reason| Error::Model {
                 path: path.to_path_buf(),
@@ -228,7 +230,6 @@ impl FaceEngine {
         };
         let detector_path = model("detector", &m.detector)?;
         let embedder_path = model("embedder", &m.embedder)?;
-        let runtime = Runtime::load(&m.libraries(), inference)?;
         let detector = Detector::new(runtime.session(&detector_path)?, detector.clone())?;
         let embedder = Embedder::new(runtime.session(&embedder_path)?, inference.embed_batch)?;
         let model_id = model_id(&embedder_path)?;
