@@ -285,6 +285,11 @@ impl FaceEngine {
         self.provider
     }
 
+    /// The detector itself, for timing its model alone (`facegate bench`).
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
     /// Faces in `img`, best first, in `img`'s pixel coordinates.
     pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>, Error> {
         self.detector.detect(img)
