@@ -104,6 +104,10 @@ install_facegate() {
     install -d "$lib/models/cuda"
     install -m 0644 models/prepared/cuda/* "$lib/models/cuda/"
   fi
+  if [ -d models/prepared/openvino ]; then
+    install -d "$lib/models/openvino"
+    install -m 0644 models/prepared/openvino/* "$lib/models/openvino/"
+  fi
   install -d "$etc_facegate"
   [ -f "$etc_facegate/facegate.toml" ] || install -m 0644 config/facegate.toml "$etc_facegate/facegate.toml"
   mkdir -p "$root/etc/systemd/system"

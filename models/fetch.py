@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("core", "cuda", "heldout")
+GROUPS = ("core", "cuda", "openvino", "heldout")
 
 
 class FetchError(Exception):
@@ -233,11 +233,13 @@ def main():
                         default=Path(os.environ.get("FACEGATE_CACHE") or Path.home() / ".cache/facegate"),
                         help="downloads and prepared files (default: $FACEGATE_CACHE or ~/.cache/facegate)")
     parser.add_argument("--cuda", action="store_true", help="also ONNX Runtime with the CUDA provider")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also ONNX Runtime with the OpenVINO provider (Intel CPUs; 84 MB download)")
     parser.add_argument("--heldout", action="store_true", help="also the held-out photos")
     parser.add_argument("--manifest", type=Path, default=HERE / "manifest.toml", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    groups = {"core"} | {g for g in ("cuda", "heldout") if getattr(args, g)}
+    groups = {"core"} | {g for g in ("cuda", "openvino", "heldout") if getattr(args, g)}
     try:
         packages, artifacts = load_manifest(args.manifest)
         artifacts = [a for a in artifacts if a["group"] in groups]

@@ -6,7 +6,7 @@ use image::RgbImage;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::inference::{InferenceConfig, Provider, Runtime};
+use crate::inference::{InferenceConfig, Libraries, Library, Provider, Runtime};
 use crate::vision::align::align_face;
 use crate::vision::detector::{Detector, DetectorConfig};
 use crate::vision::embedder::{Embedder, Embedding};
@@ -27,8 +27,13 @@ pub struct ModelsConfig {
     pub detector: PathBuf,
     /// SFace embedder, relative to `dir` unless absolute.
     pub embedder: PathBuf,
-    /// ONNX Runtime shared library, relative to `dir` unless absolute.
+    /// ONNX Runtime shared library, relative to `dir` unless absolute: the CPU build, or
+    /// the CUDA build.
     pub runtime_library: PathBuf,
+    /// ONNX Runtime with the OpenVINO provider (`models/fetch --openvino`), relative to
+    /// `dir` unless absolute; loaded instead of `runtime_library` when the device is
+    /// OpenVINO. The provider's and OpenVINO's libraries must sit beside it.
+    pub openvino_library: PathBuf,
     /// Liveness: Silent-Face MiniFASNetV2 (crop ×2.7), relative to `dir` unless absolute.
     pub antispoof_v2: PathBuf,
     /// Liveness: Silent-Face MiniFASNetV1SE (crop ×4.0), relative to `dir` unless absolute.
@@ -64,6 +69,7 @@ impl Default for ModelsConfig {
             detector: PathBuf::from("face_detection_yunet_2023mar.onnx"),
             embedder: PathBuf::from("face_recognition_sface_2021dec.onnx"),
             runtime_library: PathBuf::from("libonnxruntime.so"),
+            openvino_library: PathBuf::from(crate::inference::OPENVINO_RUNTIME_LIBRARY),
             antispoof_v2: PathBuf::from("minifasnet_v2_2.7_80x80.onnx"),
             antispoof_v1se: PathBuf::from("minifasnet_v1se_4.0_80x80.onnx"),
             search: ModelSearch::default(),
@@ -138,6 +144,7 @@ impl ModelsConfig {
             "detector" => &self.detector,
             "embedder" => &self.embedder,
             "runtime_library" => &self.runtime_library,
+            "openvino_library" => &self.openvino_library,
             "antispoof_v2" => &self.antispoof_v2,
             "antispoof_v1se" => &self.antispoof_v1se,
             _ => return Err(format!("models.{field} is not a model key")),
@@ -152,19 +159,37 @@ impl ModelsConfig {
             .map(|(p, why)| format!("{} ({why})", p.display()))
             .collect();
         let fix = if tried.len() > 1 { "dir" } else { field };
+        let fetch = match field {
+            "openvino_library" => "models/fetch --openvino",
+            _ => "models/fetch",
+        };
         Err(format!(
-            "no such file (run models/fetch, or set models.{fix}); tried {}",
+            "no such file (run {fetch}, or set models.{fix}); tried {}",
             places.join(", ")
         ))
     }
 }
 
 impl ModelsConfig {
+    /// The ONNX Runtime builds `runtime_library` and `openvino_library` name, each found or
+    /// with why not; the device decides which one is loaded.
+    pub fn libraries(&self) -> Libraries {
+        let library = |field: &str, configured: &Path| Library {
+            configured: configured.to_path_buf(),
+            found: self.locate(field),
+        };
+        Libraries {
+            runtime: library("runtime_library", &self.runtime_library),
+            openvino: library("openvino_library", &self.openvino_library),
+        }
+    }
+
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         [
             ("detector", &self.detector),
             ("embedder", &self.embedder),
             ("runtime_library", &self.runtime_library),
+            ("openvino_library", &self.openvino_library),
             ("antispoof_v2", &self.antispoof_v2),
             ("antispoof_v1se", &self.antispoof_v1se),
         ]
@@ -179,7 +204,6 @@ pub struct FaceEngine {
     detector: Detector,
     embedder: Embedder,
     provider: Provider,
-    cuda_fallback: Option<String>,
     model_id: String,
     /// Kept for the models loaded after the engine (the liveness CNN) to share.
     runtime: Runtime,
@@ -194,12 +218,10 @@ pub struct AlignedFace {
 }
 
 impl FaceEngine {
-    /// Loads ONNX Runtime and both models.
+    /// Loads ONNX Runtime (the build the device needs) and both models.
     pub fn load(m: &ModelsConfig, inference: &InferenceConfig, detector: &DetectorConfig) -> Result<FaceEngine, Error> {
-        let library = m.locate("runtime_library").map_err(|reason| Error::Runtime {
-            path: m.runtime_library.clone(),
-            reason,
-        })?;
+        // The runtime first, so that a missing one is the error, as it always was.
+        let runtime = Runtime::load(&m.libraries(), inference)?;
         let model = |field: &str, path: &Path| {
             m.locate(field).map_err(|reason| Error::Model {
                 path: path.to_path_buf(),
@@ -208,7 +230,6 @@ impl FaceEngine {
         };
         let detector_path = model("detector", &m.detector)?;
         let embedder_path = model("embedder", &m.embedder)?;
-        let runtime = Runtime::load(&library, inference)?;
         let detector = Detector::new(runtime.session(&detector_path)?, detector.clone())?;
         let embedder = Embedder::new(runtime.session(&embedder_path)?, inference.embed_batch)?;
         let model_id = model_id(&embedder_path)?;
@@ -216,7 +237,6 @@ impl FaceEngine {
             detector,
             embedder,
             provider: runtime.provider(),
-            cuda_fallback: runtime.cuda_fallback().map(str::to_owned),
             model_id,
             runtime,
         })
@@ -233,10 +253,9 @@ impl FaceEngine {
         PassiveCnn::load(m, &self.runtime)
     }
 
-    /// Why `device = "auto"` runs on CPU, when it tried CUDA and could not use it: the
-    /// daemon logs it once; one-shot commands stay quiet.
-    pub fn cuda_fallback(&self) -> Option<&str> {
-        self.cuda_fallback.as_deref()
+    /// Which device runs the models and why (see [`Runtime::choice`]).
+    pub fn device_choice(&self) -> &str {
+        self.runtime.choice()
     }
 
     /// The embedding model's id (see [`model_id`]).
@@ -264,6 +283,11 @@ impl FaceEngine {
 
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// The detector itself, for timing its model alone (`facegate bench`).
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
     }
 
     /// Faces in `img`, best first, in `img`'s pixel coordinates.

@@ -22,6 +22,9 @@ pub enum Error {
     /// `device = "cuda"` was asked for and the CUDA execution provider cannot be used.
     #[error("CUDA execution provider unavailable: {0}")]
     CudaUnavailable(String),
+    /// `device = "openvino"` was asked for and the OpenVINO execution provider cannot be used.
+    #[error("OpenVINO execution provider unavailable: {0}")]
+    OpenVinoUnavailable(String),
     /// A request the gallery refuses: duplicate or unknown name, unusable enrollment photo.
     #[error("{0}")]
     Rejected(String),
@@ -48,7 +51,9 @@ impl Error {
             Error::NotVerified => 1,
             Error::Config(_) => 3,
             Error::Input { .. } | Error::NoFace { .. } | Error::Rejected(_) => 4,
-            Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) => 5,
+            Error::Model { .. } | Error::Runtime { .. } | Error::CudaUnavailable(_) | Error::OpenVinoUnavailable(_) => {
+                5
+            }
             Error::Inference { .. } => 6,
             Error::Gallery(_) => 7,
             Error::Environment(_) => 8,
@@ -66,6 +71,7 @@ impl Error {
             Error::Model { .. } => "model",
             Error::Runtime { .. } => "runtime",
             Error::CudaUnavailable(_) => "cuda_unavailable",
+            Error::OpenVinoUnavailable(_) => "openvino_unavailable",
             Error::Rejected(_) => "rejected",
             Error::Gallery(_) => "gallery",
             Error::Inference { .. } => "inference",

@@ -165,6 +165,50 @@ fn cuda_demanded_on_a_cpu_runtime_says_what_to_install_and_auto_falls_back_quiet
 }
 
 #[test]
+fn openvino_runs_and_without_its_runtime_says_what_to_fetch() {
+    openvino_runtime();
+    let out = facegate_on("openvino", &["--json", "detect", path_str(&sample(1))], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "nothing on stderr expected: {stderr}");
+    assert!(!stdout_json(&out)["faces"].as_array().unwrap().is_empty());
+
+    // A models folder with everything but the OpenVINO build.
+    let dir = scratch("no-openvino");
+    for f in [
+        "libonnxruntime.so",
+        "face_detection_yunet_2023mar.onnx",
+        "face_recognition_sface_2021dec.onnx",
+    ] {
+        std::os::unix::fs::symlink(models().join(f), dir.join(f)).unwrap();
+    }
+    let run = |device: &str, json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"));
+        cmd.args(["--models", path_str(&dir), "--device", device]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.args(["detect", path_str(&sample(1))])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let out = run("openvino", false);
+    assert_one_line_error(&out, 5, "OpenVINO execution provider unavailable");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("run models/fetch --openvino") && stderr.contains(path_str(&dir)),
+        "{stderr}"
+    );
+    let out = run("openvino", true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(v["error"]["kind"], "openvino_unavailable", "{v}");
+    // auto without the OpenVINO build: CPU, and nothing said.
+    let out = run("auto", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn bad_configuration_reports_every_problem() {
     let dir = scratch("config");
     let f = dir.join("facegate.toml");

@@ -67,7 +67,7 @@ const EXPECTED: [(&str, &str); 9] = [
     ("detector.top_k", "at least 1"),
     (
         "inference.device",
-        "expected one of `auto`, `cpu`, `cuda`; did you mean `cuda`?",
+        "expected one of `auto`, `cpu`, `openvino`, `cuda`; did you mean `cuda`?",
     ),
     ("mqtt.port", "write 1883 without quotes"),
     ("recognition.threshhold", "did you mean `threshold`?"),
@@ -268,6 +268,77 @@ fn cuda_on_the_cpu_runtime_is_reported_with_what_to_install() {
         "{}",
         lines[0]
     );
+}
+
+#[test]
+fn the_openvino_build_is_checked_when_the_device_may_load_it() {
+    openvino_runtime();
+    let dir = TempDir::new("cfg-openvino");
+    let out = facegate_in(dir.path(), &["--device", "openvino", "validate-config"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let m = dir.path().join("models");
+    std::fs::create_dir(&m).unwrap();
+    for f in [
+        "libonnxruntime.so",
+        "face_detection_yunet_2023mar.onnx",
+        "face_recognition_sface_2021dec.onnx",
+        "minifasnet_v2_2.7_80x80.onnx",
+        "minifasnet_v1se_4.0_80x80.onnx",
+    ] {
+        std::os::unix::fs::symlink(models().join(f), m.join(f)).unwrap();
+    }
+    let validate = |device: &str, envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+        cmd.args(["--models", path_str(&m), "--device", device, "validate-config"])
+            .current_dir(dir.path());
+        cmd.envs(envs.iter().copied());
+        let out = cmd.output().unwrap();
+        (out.status.code(), stderr_lines(&out))
+    };
+    // auto does without it; openvino needs it.
+    assert_eq!(validate("auto", &[]), (Some(0), vec![]));
+    let (code, lines) = validate("openvino", &[]);
+    assert_eq!((code, lines.len()), (Some(3), 1), "{lines:#?}");
+    assert!(
+        lines[0].starts_with("error: models.openvino_library: no such file (run models/fetch --openvino"),
+        "{}",
+        lines[0]
+    );
+    // Present, it must be the file models/fetch prepares, whichever device may load it.
+    let fake = dir.path().join("libonnxruntime.so.1.24.1");
+    std::fs::write(&fake, "not a shared library").unwrap();
+    for device in ["auto", "openvino"] {
+        let (code, lines) = validate(device, &[("FACEGATE__MODELS__OPENVINO_LIBRARY", path_str(&fake))]);
+        assert_eq!((code, lines.len()), (Some(3), 1), "{lines:#?}");
+        assert!(
+            lines[0].starts_with(&format!("error: models.openvino_library: {}: sha256", fake.display())),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn precisions_other_than_fp32_are_refused_with_why() {
+    let dir = TempDir::new("cfg-precision");
+    for value in ["fp16", "bf16", "int8"] {
+        let out = facegate_in(
+            dir.path(),
+            &["validate-config"],
+            &[("FACEGATE__INFERENCE__PRECISION", value)],
+        );
+        assert_eq!(out.status.code(), Some(3));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "error: inference.precision: unknown variant `{value}`, expected `fp32`; fp16, bf16 and int8 are not offered"
+            )),
+            "{}",
+            lines[0]
+        );
+    }
 }
 
 /// A configuration whose `models.dir` is relative to its own folder.

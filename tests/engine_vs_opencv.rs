@@ -7,29 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn iou(a: &[f64], b: &[f64]) -> f64 {
-    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
-    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
-}
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
-}
-
 fn reference() -> Value {
     let text = std::fs::read_to_string(repo().join("tests/fixtures/opencv_reference.json")).expect("fixture present");
     serde_json::from_str(&text).expect("fixture is JSON")

@@ -69,6 +69,8 @@ pub struct BenchReport {
     pub faces: usize,
     /// Whole `detect` call per frame: resize to 640, model, decode, NMS.
     pub detect_ms_per_frame: Timing,
+    /// The detector model alone per 640×640 input (the first pass; no refinement).
+    pub detect_model_ms_per_frame: Timing,
     /// Embedder per face with one face per call.
     pub embed_ms_per_face_batch1: Timing,
     /// Embedder per face with `batch` faces per call.
@@ -116,6 +118,8 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<BenchReport, Error> {
         }
     }
 
+    let detect_model = time_detector_model(&mut engine, &images, args)?;
+
     let crop_refs: Vec<&RgbImage> = crops.iter().collect();
     let mut timed_embed = |size: usize| -> Result<Timing, Error> {
         let group: Vec<&RgbImage> = crop_refs.iter().cycle().take(size).copied().collect();
@@ -138,11 +142,32 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<BenchReport, Error> {
         images: images.len(),
         faces: crops.len(),
         detect_ms_per_frame: Timing::from_samples(detect),
+        detect_model_ms_per_frame: detect_model,
         embed_ms_per_face_batch1: embed1,
         embed_ms_per_face_batch_n: embed_n,
         batch,
     };
     Ok(report)
+}
+
+/// The detector model alone, per frame, on the inputs of `images` prepared beforehand.
+fn time_detector_model(engine: &mut FaceEngine, images: &[RgbImage], args: &BenchArgs) -> Result<Timing, Error> {
+    let detector = engine.detector_mut();
+    let inputs: Vec<_> = images
+        .iter()
+        .map(|img| detector.model_input(img))
+        .collect::<Result<_, _>>()?;
+    let mut per_frame = Vec::new();
+    for rep in 0..args.warmup + args.iterations {
+        for input in &inputs {
+            let t = Instant::now();
+            detector.run_model(input)?;
+            if rep >= args.warmup {
+                per_frame.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(Timing::from_samples(per_frame))
 }
 
 impl BenchReport {
@@ -157,6 +182,10 @@ impl BenchReport {
                 "detector, per frame ({} images):  {}",
                 self.images,
                 t(&self.detect_ms_per_frame)
+            ),
+            format!(
+                "detector model alone, per frame: {}",
+                t(&self.detect_model_ms_per_frame)
             ),
             format!(
                 "embedder, per face, batch 1:      {}",

@@ -248,6 +248,12 @@ fn type_hint(key: &str, value: &Value, error: &str) -> Option<String> {
         return Some("use an IP address and port such as 127.0.0.1:9464 (host names are not looked up)".into());
     }
     let text = value.as_str()?;
+    if key == "inference.precision" && ["fp16", "bf16", "int8"].contains(&text.trim().to_lowercase().as_str()) {
+        return Some(
+            "fp16, bf16 and int8 are not offered: on the CPU the OpenVINO provider refuses fp16 and bf16, and the int8 SFace does not load (README, Devices)"
+                .into(),
+        );
+    }
     if let Some(near) = closest(text, enum_variants(error).iter().map(String::as_str)) {
         return Some(format!("did you mean `{near}`?"));
     }
@@ -342,6 +348,13 @@ mod tests {
             Some("did you mean `cuda`?")
         );
         assert!(enum_variants("invalid type: string \"x\", expected u16").is_empty());
+        let e = "unknown variant `bf16`, expected `fp32`";
+        assert_eq!(enum_variants(e), ["fp32"]);
+        assert!(
+            type_hint("inference.precision", &Value::from("bf16"), e)
+                .unwrap()
+                .starts_with("fp16, bf16 and int8 are not offered")
+        );
     }
 
     #[test]

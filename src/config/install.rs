@@ -1,25 +1,21 @@
 //! What a configuration needs on disk besides itself: the detector, the embedder, ONNX
-//! Runtime and the two liveness CNNs, each found (see `ModelsConfig::candidates`) and each
+//! Runtime (the OpenVINO build for `device = "openvino"`) and the two liveness CNNs, each found (see `ModelsConfig::candidates`) and each
 //! the very file `models/fetch` prepares; and the video files that file cameras play.
 
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Role};
 use super::{Config, Problem};
+use crate::inference::Device;
 
 /// Every problem with the files the configuration names.
 pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
-    for (field, role) in [
-        ("detector", Role::Detector),
-        ("embedder", Role::Embedder),
-        ("runtime_library", Role::Runtime),
-        ("antispoof_v2", Role::AntispoofV2),
-        ("antispoof_v1se", Role::AntispoofV1se),
-    ] {
+    for (field, role, need) in model_files(cfg.inference.device) {
         let key = format!("models.{field}");
         match cfg.models.locate(field) {
-            Err(why) => p.push(Problem::new(&key, why)),
+            Err(why) if need == Need::Required => p.push(Problem::new(&key, why)),
+            Err(_) => {}
             Ok(path) => {
                 if let Err(why) = manifest::verify(role, &path) {
                     p.push(Problem::new(&key, format!("{}: {why}", path.display())));
@@ -28,7 +24,7 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
         }
     }
     // CUDA demanded of the CPU build can only fail at start: say so now, without loading it.
-    if cfg.inference.device == crate::inference::Device::Cuda
+    if cfg.inference.device == Device::Cuda
         && let Ok(library) = cfg.models.locate("runtime_library")
         && !crate::inference::is_cuda_build(&library)
     {
@@ -48,6 +44,34 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
         }
     }
     p
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Must be found.
+    Required,
+    /// Checked when found: `auto` loads it on an Intel CPU.
+    IfPresent,
+}
+
+/// The `models.*` files `device` may load, with their roles: the OpenVINO build of ONNX
+/// Runtime replaces `runtime_library` for `openvino`, and `auto` may take either.
+fn model_files(device: Device) -> Vec<(&'static str, Role, Need)> {
+    let mut files = vec![
+        ("detector", Role::Detector, Need::Required),
+        ("embedder", Role::Embedder, Need::Required),
+    ];
+    match device {
+        Device::OpenVino => files.push(("openvino_library", Role::OpenVinoRuntime, Need::Required)),
+        Device::Auto => {
+            files.push(("runtime_library", Role::Runtime, Need::Required));
+            files.push(("openvino_library", Role::OpenVinoRuntime, Need::IfPresent));
+        }
+        Device::Cpu | Device::Cuda => files.push(("runtime_library", Role::Runtime, Need::Required)),
+    }
+    files.push(("antispoof_v2", Role::AntispoofV2, Need::Required));
+    files.push(("antispoof_v1se", Role::AntispoofV1se, Need::Required));
+    files
 }
 
 /// What is wrong with the file a camera plays, for `file://` URLs and plain paths.

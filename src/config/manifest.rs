@@ -32,6 +32,8 @@ pub enum Role {
     Detector,
     Embedder,
     Runtime,
+    /// ONNX Runtime with the OpenVINO provider.
+    OpenVinoRuntime,
     /// Liveness CNN, Silent-Face MiniFASNetV2.
     AntispoofV2,
     /// Liveness CNN, Silent-Face MiniFASNetV1SE.
@@ -45,6 +47,7 @@ impl Role {
             Role::Detector => &["yunet"],
             Role::Embedder => &["sface"],
             Role::Runtime => &["onnxruntime", "onnxruntime_gpu"],
+            Role::OpenVinoRuntime => &["onnxruntime_openvino"],
             Role::AntispoofV2 => &["minifasnet_v2"],
             Role::AntispoofV1se => &["minifasnet_v1se"],
         }
@@ -116,6 +119,7 @@ mod tests {
             "sface",
             "onnxruntime",
             "onnxruntime_gpu",
+            "onnxruntime_openvino",
             "minifasnet_v2",
             "minifasnet_v1se",
         ] {
@@ -128,6 +132,10 @@ mod tests {
         assert_eq!(
             artifact("onnxruntime").unwrap().output,
             defaults.runtime_library.to_str().unwrap()
+        );
+        assert_eq!(
+            artifact("onnxruntime_openvino").unwrap().output,
+            defaults.openvino_library.to_str().unwrap()
         );
         assert_eq!(
             artifact("minifasnet_v2").unwrap().output,

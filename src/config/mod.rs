@@ -335,6 +335,7 @@ fn models_search(tree: &source::Tree) -> crate::engine::ModelSearch {
         "detector",
         "embedder",
         "runtime_library",
+        "openvino_library",
         "antispoof_v2",
         "antispoof_v1se",
     ]

@@ -16,11 +16,16 @@ use serde::{Deserialize, Serialize};
 pub enum Provider {
     Cpu,
     Cuda,
+    OpenVino,
 }
 
 /// Where `models/fetch --cuda` puts ONNX Runtime with the CUDA provider, under the models
 /// folder (a test checks it against `models/manifest.toml`).
 pub const CUDA_RUNTIME_LIBRARY: &str = "cuda/libonnxruntime.so.1.31.1";
+
+/// Where `models/fetch --openvino` puts ONNX Runtime with the OpenVINO provider, under the
+/// models folder (the default of `models.openvino_library`).
+pub const OPENVINO_RUNTIME_LIBRARY: &str = "openvino/libonnxruntime.so.1.24.1";
 
 /// The CUDA provider's library, which only the CUDA build of ONNX Runtime has beside it.
 const CUDA_PROVIDER_LIBRARY: &str = "libonnxruntime_providers_cuda.so";
@@ -29,36 +34,58 @@ const CUDA_PROVIDER_LIBRARY: &str = "libonnxruntime_providers_cuda.so";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
-    /// CUDA when it registers, otherwise CPU (why is logged at debug level, and the daemon
-    /// says it once when it starts).
+    /// CUDA when it registers, else OpenVINO on an Intel CPU when its runtime is installed,
+    /// else CPU (which and why is logged once: at info by the daemon, at debug otherwise).
     #[default]
     Auto,
     Cpu,
+    /// ONNX Runtime's OpenVINO provider on the CPU (`models.openvino_library`), or an error.
+    #[value(name = "openvino")]
+    OpenVino,
     /// CUDA or an error.
     Cuda,
+}
+
+/// The precision the OpenVINO provider computes in. Only FP32: on the CPU the provider
+/// refuses FP16 and BF16 (its `precision` accepts FP32 and ACCURACY alone), an FP16/BF16
+/// inference hint changes nothing without the CPU instructions for it, and the int8
+/// release of SFace does not load in OpenVINO (README, "Devices").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
-    /// `auto`, `cpu` or `cuda`.
+    /// `auto`, `cpu`, `openvino` or `cuda`.
     pub device: Device,
-    /// Threads ONNX Runtime uses inside one operator; 0 lets it pick (one per core).
+    /// What the OpenVINO provider computes in: `fp32` (the only one offered, see [`Precision`]).
+    pub precision: Precision,
+    /// Threads ONNX Runtime (and OpenVINO) use inside one operator; 0 lets it pick (one per core).
     pub intra_threads: usize,
     /// Most faces sent to the embedder in one call.
     pub embed_batch: usize,
     /// Let ONNX Runtime's worker threads spin while they wait for work: a little faster on
     /// an idle machine, much slower when video decoding or other programs share the cores.
     pub spin: bool,
+    /// Log which device was chosen and why at info rather than debug: the daemon sets it,
+    /// one-shot commands do not. Not a configuration key.
+    #[serde(skip)]
+    pub announce_device: bool,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
         InferenceConfig {
             device: Device::Auto,
+            precision: Precision::Fp32,
             intra_threads: 0,
             embed_batch: 8,
             spin: false,
+            announce_device: false,
         }
     }
 }
@@ -78,6 +105,7 @@ impl Device {
         match self {
             Device::Auto => "auto",
             Device::Cpu => "cpu",
+            Device::OpenVino => "openvino",
             Device::Cuda => "cuda",
         }
     }
@@ -88,35 +116,71 @@ impl Provider {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
+            Provider::OpenVino => "openvino",
         }
     }
+}
+
+impl Precision {
+    /// The OpenVINO provider's name for it.
+    fn openvino_name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "FP32",
+        }
+    }
+}
+
+/// An ONNX Runtime library a `models.*` key names: where it was found, or why not.
+#[derive(Debug, Clone)]
+pub struct Library {
+    /// The key's value, for errors.
+    pub configured: PathBuf,
+    pub found: Result<PathBuf, String>,
+}
+
+/// The ONNX Runtime builds a process can load, one of which it does.
+#[derive(Debug, Clone)]
+pub struct Libraries {
+    /// `models.runtime_library`: the CPU build, or the CUDA build.
+    pub runtime: Library,
+    /// `models.openvino_library`: the build with the OpenVINO provider.
+    pub openvino: Library,
+}
+
+/// The library to load and the provider to ask of it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    library: PathBuf,
+    provider: Provider,
+    /// With `auto`: fall back to CPU on the same library when the provider does not
+    /// register. ONNX Runtime is loaded once per process, so there is no other library to
+    /// turn to.
+    fallback: bool,
+    why: String,
 }
 
 pub struct Runtime {
     env: Environment,
     cfg: InferenceConfig,
     provider: Provider,
-    /// Why `auto` settled on CPU, when it tried CUDA.
-    cuda_fallback: Option<String>,
+    /// Which device was chosen and why, as logged.
+    choice: String,
 }
 
 impl Runtime {
-    /// Loads ONNX Runtime from `library` explicitly (without this, `ort` would fall back to
-    /// `ORT_DYLIB_PATH` and panic when that fails) and settles the execution provider once:
-    /// `auto` tries CUDA and falls back to CPU, logging why at debug level only (a CPU-only
-    /// box is normal; the caller decides whether to say so, see [`Runtime::cuda_fallback`]);
-    /// `cuda` fails instead, saying what to install.
-    pub fn load(library: &Path, cfg: &InferenceConfig) -> Result<Runtime, Error> {
+    /// Chooses the device, loads the one ONNX Runtime library it needs explicitly (without
+    /// this, `ort` would fall back to `ORT_DYLIB_PATH` and panic when that fails) and
+    /// settles the execution provider once. `auto` takes CUDA when the CUDA build is
+    /// configured and CUDA registers, else OpenVINO on an Intel CPU with the OpenVINO build
+    /// installed, else CPU; `cuda` and `openvino` fail instead, saying what to install.
+    /// The choice and its reason are logged once (see [`InferenceConfig::announce_device`]).
+    pub fn load(libraries: &Libraries, cfg: &InferenceConfig) -> Result<Runtime, Error> {
+        let plan = plan(cfg.device, libraries, cpu_vendor().as_deref())?;
         let runtime_err = |reason: String| Error::Runtime {
-            path: library.to_path_buf(),
+            path: plan.library.clone(),
             reason,
         };
-        if !library.is_file() {
-            return Err(runtime_err(
-                "no such file (run models/fetch, or set models.runtime_library)".into(),
-            ));
-        }
-        let builder = ort::init_from(library).map_err(|e| runtime_err(one_line(&e.to_string())))?;
+        let builder = ort::init_from(&plan.library).map_err(|e| runtime_err(one_line(&e.to_string())))?;
         let env = builder
             .with_name("facegate")
             .build()
@@ -124,31 +188,45 @@ impl Runtime {
         let mut rt = Runtime {
             env,
             cfg: cfg.clone(),
-            provider: Provider::Cpu,
-            cuda_fallback: None,
+            provider: plan.provider,
+            choice: String::new(),
         };
-        rt.provider = match cfg.device {
-            Device::Cpu => Provider::Cpu,
-            Device::Cuda => {
-                rt.cuda_builder()
-                    .map_err(|reason| Error::CudaUnavailable(cuda_advice(library, &reason)))?;
-                Provider::Cuda
+        let registered = match plan.provider {
+            Provider::Cpu => Ok(()),
+            Provider::Cuda => rt.cuda_builder().map(drop),
+            Provider::OpenVino => rt.openvino_builder().map(drop),
+        };
+        rt.choice = match registered {
+            Ok(()) => plan.why.clone(),
+            Err(reason) if plan.fallback => {
+                rt.provider = Provider::Cpu;
+                format!(
+                    "auto: {} did not register ({reason}), so CPU with {} (one ONNX Runtime per process)",
+                    plan.provider.as_str(),
+                    plan.library.display()
+                )
             }
-            Device::Auto => match rt.cuda_builder() {
-                Ok(_) => Provider::Cuda,
-                Err(reason) => {
-                    tracing::debug!(%reason, "CUDA unavailable, running on CPU");
-                    rt.cuda_fallback = Some(reason);
-                    Provider::Cpu
-                }
-            },
+            Err(reason) if plan.provider == Provider::Cuda => {
+                return Err(Error::CudaUnavailable(cuda_advice(&plan.library, &reason)));
+            }
+            Err(reason) => {
+                return Err(Error::OpenVinoUnavailable(format!(
+                    "{}: {reason}",
+                    plan.library.display()
+                )));
+            }
         };
+        if cfg.announce_device {
+            tracing::info!(device = rt.provider.as_str(), why = %rt.choice, "execution provider");
+        } else {
+            tracing::debug!(device = rt.provider.as_str(), why = %rt.choice, "execution provider");
+        }
         Ok(rt)
     }
 
-    /// Why `device = "auto"` runs on CPU, when it tried CUDA and could not use it.
-    pub fn cuda_fallback(&self) -> Option<&str> {
-        self.cuda_fallback.as_deref()
+    /// Which device runs the models and why, as logged when the runtime was loaded.
+    pub fn choice(&self) -> &str {
+        &self.choice
     }
 
     pub fn provider(&self) -> Provider {
@@ -166,6 +244,7 @@ impl Runtime {
         }
         let builder = match self.provider {
             Provider::Cuda => self.cuda_builder().map_err(Error::CudaUnavailable)?,
+            Provider::OpenVino => self.openvino_builder().map_err(Error::OpenVinoUnavailable)?,
             Provider::Cpu => self.base_builder().map_err(model_err)?,
         };
         let session = commit(builder, path).map_err(model_err)?;
@@ -192,6 +271,102 @@ impl Runtime {
             .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| one_line(&e.to_string()))
     }
+
+    /// OpenVINO on the CPU, in `inference.precision`, with `inference.intra_threads`
+    /// threads of its own (OpenVINO runs its own thread pool; left unset, it takes one per
+    /// core).
+    fn openvino_builder(&self) -> Result<SessionBuilder, String> {
+        let mut ov = ep::OpenVINO::default()
+            .with_device_type("CPU")
+            .with_precision(self.cfg.precision.openvino_name());
+        if self.cfg.intra_threads > 0 {
+            ov = ov.with_num_threads(self.cfg.intra_threads);
+        }
+        self.base_builder()?
+            .with_execution_providers([ov.build().error_on_failure()])
+            .map_err(|e| one_line(&e.to_string()))
+    }
+}
+
+/// Which library to load and which provider to ask of it, before anything is loaded.
+/// `vendor` is the CPU's (`GenuineIntel`, …), when known.
+fn plan(device: Device, libs: &Libraries, vendor: Option<&str>) -> Result<Plan, Error> {
+    let need = |lib: &Library| {
+        lib.found.clone().map_err(|reason| Error::Runtime {
+            path: lib.configured.clone(),
+            reason,
+        })
+    };
+    let fixed = |library, provider, why: &str| Plan {
+        library,
+        provider,
+        fallback: false,
+        why: why.to_owned(),
+    };
+    match device {
+        Device::Cpu => Ok(fixed(need(&libs.runtime)?, Provider::Cpu, "inference.device = cpu")),
+        Device::Cuda => Ok(fixed(need(&libs.runtime)?, Provider::Cuda, "inference.device = cuda")),
+        Device::OpenVino => match &libs.openvino.found {
+            Ok(library) => Ok(fixed(
+                library.clone(),
+                Provider::OpenVino,
+                "inference.device = openvino",
+            )),
+            Err(reason) => Err(Error::OpenVinoUnavailable(format!(
+                "the OpenVINO build of ONNX Runtime ({}) is not installed: {reason}",
+                libs.openvino.configured.display()
+            ))),
+        },
+        Device::Auto => plan_auto(libs, vendor),
+    }
+}
+
+/// `auto`: CUDA when the CUDA build is configured; else OpenVINO on an Intel CPU with the
+/// OpenVINO build installed; else CPU.
+fn plan_auto(libs: &Libraries, vendor: Option<&str>) -> Result<Plan, Error> {
+    let cuda_build = libs.runtime.found.as_ref().is_ok_and(|l| is_cuda_build(l));
+    if let (true, Ok(library)) = (cuda_build, &libs.runtime.found) {
+        return Ok(Plan {
+            library: library.clone(),
+            provider: Provider::Cuda,
+            fallback: true,
+            why: "auto: the CUDA build of ONNX Runtime is configured and CUDA registered".into(),
+        });
+    }
+    let no_cuda = "models.runtime_library is not the CUDA build of ONNX Runtime";
+    let intel = vendor == Some("GenuineIntel");
+    let not_openvino = match (&libs.openvino.found, intel) {
+        (Ok(library), true) => {
+            return Ok(Plan {
+                library: library.clone(),
+                provider: Provider::OpenVino,
+                fallback: true,
+                why: format!("auto: an Intel CPU with the OpenVINO build of ONNX Runtime installed ({no_cuda})"),
+            });
+        }
+        (_, false) => format!("the CPU is not Intel's ({})", vendor.unwrap_or("vendor unknown")),
+        (Err(_), true) => "the OpenVINO build of ONNX Runtime is not installed (models/fetch --openvino)".into(),
+    };
+    let library = libs.runtime.found.clone().map_err(|reason| Error::Runtime {
+        path: libs.runtime.configured.clone(),
+        reason,
+    })?;
+    Ok(Plan {
+        library,
+        provider: Provider::Cpu,
+        fallback: false,
+        why: format!("auto: {no_cuda} and {not_openvino}"),
+    })
+}
+
+/// The CPU's vendor string from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`, …).
+pub fn cpu_vendor() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find_map(|l| {
+        l.strip_prefix("vendor_id")?
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_owned())
+    })
 }
 
 /// What to do when CUDA was demanded and does not register: the CPU build of ONNX Runtime
@@ -239,4 +414,103 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| PathBuf::from(path).display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(path: &str) -> Library {
+        Library {
+            configured: PathBuf::from(path),
+            found: Ok(PathBuf::from(path)),
+        }
+    }
+
+    fn missing(path: &str) -> Library {
+        Library {
+            configured: PathBuf::from(path),
+            found: Err("no such file (run models/fetch --openvino, or set models.dir)".into()),
+        }
+    }
+
+    fn both() -> Libraries {
+        Libraries {
+            runtime: found("/m/libonnxruntime.so"),
+            openvino: found("/m/openvino/libonnxruntime.so.1.24.1"),
+        }
+    }
+
+    #[test]
+    fn a_named_device_loads_its_own_build() {
+        let p = plan(Device::Cpu, &both(), Some("GenuineIntel")).unwrap();
+        assert_eq!(
+            (p.library.to_str(), p.provider, p.fallback),
+            (Some("/m/libonnxruntime.so"), Provider::Cpu, false)
+        );
+        let p = plan(Device::OpenVino, &both(), Some("AuthenticAMD")).unwrap();
+        assert_eq!(p.library, PathBuf::from("/m/openvino/libonnxruntime.so.1.24.1"));
+        assert_eq!((p.provider, p.fallback), (Provider::OpenVino, false));
+        let p = plan(Device::Cuda, &both(), None).unwrap();
+        assert_eq!((p.provider, p.fallback), (Provider::Cuda, false));
+    }
+
+    #[test]
+    fn openvino_without_its_build_says_what_to_fetch() {
+        let libs = Libraries {
+            openvino: missing("openvino/libonnxruntime.so.1.24.1"),
+            ..both()
+        };
+        let e = plan(Device::OpenVino, &libs, Some("GenuineIntel")).unwrap_err();
+        assert_eq!(e.exit_code(), 5);
+        let text = e.to_string();
+        assert!(
+            text.contains("models/fetch --openvino") && !text.contains('\n'),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_openvino_on_intel_only_when_it_is_installed() {
+        let p = plan(Device::Auto, &both(), Some("GenuineIntel")).unwrap();
+        assert_eq!((p.provider, p.fallback), (Provider::OpenVino, true));
+        assert!(p.why.contains("Intel CPU"), "{}", p.why);
+
+        let p = plan(Device::Auto, &both(), Some("AuthenticAMD")).unwrap();
+        assert_eq!(
+            (p.library.to_str(), p.provider),
+            (Some("/m/libonnxruntime.so"), Provider::Cpu)
+        );
+        assert!(p.why.contains("not Intel's (AuthenticAMD)"), "{}", p.why);
+
+        let libs = Libraries {
+            openvino: missing("openvino/libonnxruntime.so.1.24.1"),
+            ..both()
+        };
+        let p = plan(Device::Auto, &libs, Some("GenuineIntel")).unwrap();
+        assert_eq!(p.provider, Provider::Cpu);
+        assert!(p.why.contains("models/fetch --openvino"), "{}", p.why);
+    }
+
+    #[test]
+    fn auto_tries_cuda_first_when_the_cuda_build_is_configured() {
+        let dir = std::env::temp_dir().join(format!("facegate-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(CUDA_PROVIDER_LIBRARY), b"").unwrap();
+        let cuda = dir.join("libonnxruntime.so.1.31.1");
+        let libs = Libraries {
+            runtime: found(cuda.to_str().unwrap()),
+            ..both()
+        };
+        let p = plan(Device::Auto, &libs, Some("GenuineIntel")).unwrap();
+        assert_eq!((p.library, p.provider, p.fallback), (cuda, Provider::Cuda, true));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cpu_vendor_is_read() {
+        if Path::new("/proc/cpuinfo").is_file() && cfg!(target_arch = "x86_64") {
+            assert!(cpu_vendor().is_some_and(|v| !v.is_empty()));
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::engine::FaceEngine;
 use crate::error::Error;
 use crate::events::{Command, Publisher};
 use crate::gallery::Gallery;
+use crate::inference::InferenceConfig;
 use crate::telemetry::events::{BatchProcessed, GalleryRefreshFailed, GalleryRefreshed, LivenessObserved};
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::video::{Frame, FrameReceiver};
@@ -206,12 +207,14 @@ struct Worker {
 
 impl Worker {
     fn load(ctx: WorkerContext) -> Result<Worker, Error> {
-        let engine = FaceEngine::load(&ctx.cfg.models, &ctx.cfg.inference, &ctx.cfg.detector)?;
+        // The daemon says once, at info, which device runs the models and why.
+        let inference = InferenceConfig {
+            announce_device: true,
+            ..ctx.cfg.inference.clone()
+        };
+        let engine = FaceEngine::load(&ctx.cfg.models, &inference, &ctx.cfg.detector)?;
         let on = format!("detector and embedder on {}", engine.provider().as_str());
         tracing::info!(provider = engine.provider().as_str(), "models loaded");
-        if let Some(reason) = engine.cuda_fallback() {
-            tracing::info!(%reason, "CUDA unavailable, running on CPU");
-        }
         WorkerHealth::note(&ctx.health.models_note, on);
         let on_cuda = engine.provider() == crate::inference::Provider::Cuda;
         ctx.health.on_cuda.store(on_cuda, Ordering::Relaxed);

@@ -367,6 +367,31 @@ impl Detector {
         Ok(faces)
     }
 
+    /// The model's input for `img` at the first pass's scale, for [`Detector::run_model`].
+    pub fn model_input(&self, img: &RgbImage) -> Result<Array4<f32>, Error> {
+        let input = self.cfg.input_size;
+        detector_input(img, input, Letterbox::fit(img.width(), img.height(), input)).map_err(|reason| {
+            Error::Inference {
+                model: "detector",
+                reason,
+            }
+        })
+    }
+
+    /// The model alone on a prepared input, its outputs dropped: `facegate bench` times it
+    /// apart from resizing, decoding and suppression.
+    pub fn run_model(&mut self, tensor: &Array4<f32>) -> Result<(), Error> {
+        let fail = |e: ort::Error| Error::Inference {
+            model: "detector",
+            reason: e.to_string(),
+        };
+        let view = TensorRef::from_array_view(tensor).map_err(fail)?;
+        self.session
+            .run(ort::inputs![self.input_name.as_str() => view])
+            .map_err(fail)?;
+        Ok(())
+    }
+
     /// One detector pass over `img` scaled as `lb` says, results in `img`'s pixels.
     fn detect_at(&mut self, img: &RgbImage, lb: Letterbox) -> Result<Vec<Detection>, Error> {
         let input = self.cfg.input_size;

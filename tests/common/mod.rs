@@ -33,6 +33,18 @@ pub fn models() -> PathBuf {
     dir
 }
 
+/// The OpenVINO build of ONNX Runtime under the prepared models, which `./dev test` fetches
+/// (`models/fetch --openvino`): missing, it fails the test loudly rather than skipping it.
+pub fn openvino_runtime() -> PathBuf {
+    let lib = models().join("openvino/libonnxruntime.so.1.24.1");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run models/fetch --openvino first (./dev test does)",
+        lib.display()
+    );
+    lib
+}
+
 pub fn sample(n: u32) -> PathBuf {
     models().join(format!("samples/sample{n}.jpg"))
 }
@@ -47,9 +59,14 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs `facegate` on CPU with the test models and no configuration file.
 pub fn facegate(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    facegate_on("cpu", args, envs)
+}
+
+/// Runs `facegate` on `device` with the test models and no configuration file.
+pub fn facegate_on(device: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let models = models();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
-    cmd.arg("--models").arg(&models).arg("--device").arg("cpu").args(args);
+    cmd.arg("--models").arg(&models).arg("--device").arg(device).args(args);
     // An empty working directory, so that no config/facegate.toml is picked up.
     cmd.current_dir(std::env::temp_dir());
     for (k, v) in envs {
@@ -66,6 +83,31 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+/// A JSON array of numbers.
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// Intersection over union of two `[x, y, w, h]` boxes.
+pub fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if ix <= 0.0 || iy <= 0.0 {
+        return 0.0;
+    }
+    ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+}
+
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
 }
 
 pub fn path_str(p: &Path) -> &str {
