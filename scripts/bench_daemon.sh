@@ -10,6 +10,7 @@
 #   liveness      the default mode with liveness.mode = report and = enforce: the cost of
 #                 the liveness stage per detected frame and per track.
 # Replays use realtime = false (every frame decoded, as fast as it goes). Threads: 2.
+# DEVICE=cpu|openvino|auto (default auto) picks the execution provider.
 # Prints a Markdown table; raw reports go to $OUT (default: a temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +59,7 @@ detect_fps = $2
 realtime = $4
 exit_on_eos = true
 TOML
-  "$bin" --config "$out/$name.toml" run --report "$out/$name.json" 2>"$out/$name.log"
+  "$bin" --device "${DEVICE:-auto}" --config "$out/$name.toml" run --report "$out/$name.json" 2>"$out/$name.log"
 }
 
 run_facegate every 0 1 false
