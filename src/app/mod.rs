@@ -64,12 +64,16 @@ pub async fn run(cfg: Config, report_to: Option<PathBuf>) -> Result<(), Error> {
     let cameras: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let daemon = build::build(cfg, report_to.is_some()).await?;
     // The report's CPU time is the run's, not the loading of the models before it.
-    let built = ProcessUsage::now();
+    let (built_at, built) = (std::time::Instant::now(), ProcessUsage::now());
     let daemon = daemon.run().await;
+    let run_s = built_at.elapsed().as_secs_f64();
     let (samples, telemetry) = daemon.drain().await?;
     let usage = ProcessUsage::now().since(built);
     match report_to {
-        Some(path) => report::write(&path, &RunReport::new(&samples, &telemetry, &cameras, usage)),
+        Some(path) => {
+            let report = RunReport::new(&samples, &telemetry, &cameras, usage).with_run_s(run_s);
+            report::write(&path, &report)
+        }
         None => Ok(()),
     }
 }

@@ -21,6 +21,9 @@ pub struct RunReport {
     pub frames_dropped: u64,
     /// From the first frame taken from a queue to the last one done.
     pub wall_s: f64,
+    /// The run phase: from the cameras starting to shutdown (a signal, or the end of every
+    /// file). For files paced like cameras, how long they took to play.
+    pub run_s: f64,
     pub fps: f64,
     /// Per frame, from being taken from the queue to its decisions handed to the publisher.
     pub processing_p50_ms: f64,
@@ -55,7 +58,7 @@ pub struct CameraReport {
     pub frames: u64,
     /// Dropped from its recognition queue (paced sources only).
     pub frames_dropped: u64,
-    /// `frames_decoded / wall_s`.
+    /// `frames_decoded / run_s`: 25 for a 25 fps file paced like a camera that kept real time.
     pub fps: f64,
 }
 
@@ -132,7 +135,7 @@ impl RunReport {
                     frames_decoded: decoded,
                     frames: Telemetry::camera_count(&telemetry.frames, c),
                     frames_dropped: dropped(c),
-                    fps: rate(decoded, wall_s),
+                    fps: 0.0,
                 }
             })
             .collect();
@@ -144,6 +147,7 @@ impl RunReport {
             events: sum(&|c| telemetry.camera_events(c)),
             frames_dropped: sum(&dropped),
             wall_s,
+            run_s: 0.0,
             fps: rate(frames, wall_s),
             processing_p50_ms: percentile(&samples.processing_ms, 0.5),
             processing_p99_ms: percentile(&samples.processing_ms, 0.99),
@@ -158,6 +162,17 @@ impl RunReport {
             peak_rss_kib: usage.peak_rss_kib,
             cameras: per_camera,
         }
+    }
+}
+
+impl RunReport {
+    /// Sets `run_s` and the cameras' rates, which are over it.
+    pub fn with_run_s(mut self, run_s: f64) -> RunReport {
+        self.run_s = run_s;
+        for c in &mut self.cameras {
+            c.fps = rate(c.frames_decoded, run_s);
+        }
+        self
     }
 }
 
@@ -224,6 +239,8 @@ mod tests {
             .map(|c| (c.name.as_str(), c.frames_decoded, c.frames, c.frames_dropped))
             .collect();
         assert_eq!(cams, [("a", 30, 3, 0), ("b", 20, 2, 4)]);
+        let r = r.with_run_s(2.0);
+        assert_eq!((r.run_s, r.cameras[0].fps, r.cameras[1].fps), (2.0, 15.0, 10.0));
     }
 
     #[test]
