@@ -736,7 +736,8 @@ fn assert_run_report(text: &str) {
     let sum = |key: &str| cams.iter().map(|c| c[key].as_u64().unwrap()).sum::<u64>();
     assert_eq!(r["frames_decoded"].as_u64(), Some(sum("frames_decoded")), "{text}");
     assert_eq!(r["frames_dropped"].as_u64(), Some(sum("frames_dropped")), "{text}");
-    assert_eq!(cams[0]["frames_dropped"], 0, "a replay never drops: {text}");
+    // A replay drops nothing but the frame whose wait for the queue SIGTERM cut short.
+    assert!(cams[0]["frames_dropped"].as_u64() <= Some(1), "{text}");
     assert!(cams[1]["frames_dropped"].as_u64() > Some(0), "{text}");
     for c in cams {
         assert!(c["frames"].as_u64() <= c["frames_decoded"].as_u64(), "{text}");
