@@ -655,7 +655,11 @@ fn metrics_move_during_a_replay_and_stats_can_be_off() {
         .replace("[daemon]\n", "[daemon]\nframe_queue = 2\n")
         + "[tracker]\nembed_every = 1\n";
     std::fs::write(&s.config, cfg).unwrap();
-    let mut daemon = start_daemon(&s);
+    let report_path = s.dir.join("report.json");
+    let mut daemon = daemon_command(&s)
+        .args(["--report", path_str(&report_path)])
+        .spawn()
+        .unwrap();
     sub.wait_until("events from both cameras", Duration::from_secs(180), |x| {
         let events = x.events();
         ["door", "yard"]
@@ -720,6 +724,29 @@ fn metrics_move_during_a_replay_and_stats_can_be_off() {
         sub.messages("/stats").is_empty(),
         "stats_interval_s = 0 turns stats off"
     );
+    assert_run_report(&std::fs::read_to_string(&report_path).unwrap());
+}
+
+/// The run report of the door (replay) and yard (paced, overloaded) run above.
+fn assert_run_report(text: &str) {
+    let r: Value = serde_json::from_str(text).unwrap();
+    let cams = r["cameras"].as_array().unwrap();
+    let names: Vec<&str> = cams.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["door", "yard"], "{text}");
+    let sum = |key: &str| cams.iter().map(|c| c[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(r["frames_decoded"].as_u64(), Some(sum("frames_decoded")), "{text}");
+    assert_eq!(r["frames_dropped"].as_u64(), Some(sum("frames_dropped")), "{text}");
+    // A replay drops nothing but the frame whose wait for the queue SIGTERM cut short.
+    assert!(cams[0]["frames_dropped"].as_u64() <= Some(1), "{text}");
+    assert!(cams[1]["frames_dropped"].as_u64() > Some(0), "{text}");
+    for c in cams {
+        assert!(c["frames"].as_u64() <= c["frames_decoded"].as_u64(), "{text}");
+        assert!(c["fps"].as_f64() > Some(0.0), "{text}");
+    }
+    // Models loaded: well over 50 MiB at the peak; the run took CPU time.
+    assert!(r["peak_rss_kib"].as_u64() > Some(50 * 1024), "{text}");
+    assert!(r["cpu_user_s"].as_f64() > Some(0.0), "{text}");
+    assert!(r["cpu_ms_per_frame"].as_f64() > Some(0.0), "{text}");
 }
 
 /// `facegate sign … | mosquitto_pub -s` on the command topic of `verb`.

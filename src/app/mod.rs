@@ -29,7 +29,7 @@ use crate::recognition::{LatencySamples, WorkerHealth};
 use crate::telemetry::Telemetry;
 use crate::video::{CameraStats, FrameBus};
 use health::{HealthProbe, Systemd};
-pub use report::RunReport;
+pub use report::{CameraReport, ProcessUsage, RunReport};
 
 /// How long the in-process broker outlives the publisher's shutdown, so that its
 /// subscribers receive the last messages (final events, `offline`).
@@ -63,10 +63,17 @@ pub(crate) struct Daemon {
 pub async fn run(cfg: Config, report_to: Option<PathBuf>) -> Result<(), Error> {
     let cameras: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let daemon = build::build(cfg, report_to.is_some()).await?;
+    // The report's CPU time is the run's, not the loading of the models before it.
+    let (built_at, built) = (std::time::Instant::now(), ProcessUsage::now());
     let daemon = daemon.run().await;
+    let run_s = built_at.elapsed().as_secs_f64();
     let (samples, telemetry) = daemon.drain().await?;
+    let usage = ProcessUsage::now().since(built);
     match report_to {
-        Some(path) => report::write(&path, &RunReport::new(&samples, &telemetry, &cameras)),
+        Some(path) => {
+            let report = RunReport::new(&samples, &telemetry, &cameras, usage).with_run_s(run_s);
+            report::write(&path, &report)
+        }
         None => Ok(()),
     }
 }
