@@ -126,9 +126,47 @@ def _dequantize_symbolic_batch(model):
     return symbolic_batch(dequantize(model))
 
 
+def symbolic_input(model):
+    """Let YuNet take any batch and any input size (multiples of 32).
+
+    Its heads end in Reshape nodes whose shape constants hard-code batch 1 (`[1, -1, k]`):
+    a leading 0 copies the batch of the tensor being reshaped instead. Its two Resize nodes
+    already scale by factors, so nothing else depends on 640×640. The anchors per stride
+    follow from the input size, so every output's second dimension becomes a symbol too.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]])
+        if shape.ndim == 1 and len(shape) == 3 and shape[0] == 1 and shape[1] == -1:
+            fixed = shape.copy()
+            fixed[0] = 0
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(fixed, node.input[1]))
+    (image,) = graph.input
+    for dim, symbol in zip(image.type.tensor_type.shape.dim, ("N", None, "H", "W")):
+        if symbol:
+            dim.Clear()
+            dim.dim_param = symbol
+    for out in graph.output:
+        dims = out.type.tensor_type.shape.dim
+        stride = out.name.rsplit("_", 1)[1]
+        for dim, symbol in ((dims[0], "N"), (dims[1], f"anchors_{stride}")):
+            dim.Clear()
+            dim.dim_param = symbol
+    del graph.value_info[:]
+    return model
+
+
+def _dequantize_symbolic_input(model):
+    return symbolic_input(dequantize(model))
+
+
 STEPS = {
     "dequantize": dequantize,
     "dequantize_symbolic_batch": _dequantize_symbolic_batch,
+    "dequantize_symbolic_input": _dequantize_symbolic_input,
 }
 
 

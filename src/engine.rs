@@ -265,20 +265,31 @@ impl FaceEngine {
 
     /// Every face of `img` with its aligned crop and quality measures, best first.
     pub fn aligned_faces(&mut self, img: &RgbImage) -> Result<Vec<AlignedFace>, Error> {
-        let faces = self.detect(img)?;
-        let crops = self.align(img, &faces)?;
-        Ok(faces
-            .into_iter()
-            .zip(crops)
-            .map(|(detection, crop)| {
-                let quality = Quality::measure(&detection, &crop);
-                AlignedFace {
-                    detection,
-                    crop,
-                    quality,
-                }
+        Ok(self.aligned_faces_batch(&[img])?.pop().unwrap_or_default())
+    }
+
+    /// [`FaceEngine::aligned_faces`] of several images, detected together where their
+    /// sizes allow (see [`Detector::detect_batch`]).
+    pub fn aligned_faces_batch(&mut self, imgs: &[&RgbImage]) -> Result<Vec<Vec<AlignedFace>>, Error> {
+        let found = self.detector.detect_batch(imgs)?;
+        imgs.iter()
+            .zip(found)
+            .map(|(img, faces)| {
+                let crops = self.align(img, &faces)?;
+                Ok(faces
+                    .into_iter()
+                    .zip(crops)
+                    .map(|(detection, crop)| {
+                        let quality = Quality::measure(&detection, &crop);
+                        AlignedFace {
+                            detection,
+                            crop,
+                            quality,
+                        }
+                    })
+                    .collect())
             })
-            .collect())
+            .collect()
     }
 
     pub fn provider(&self) -> Provider {

@@ -121,3 +121,100 @@ fn compare_same_and_different() {
     ));
     assert_eq!(other["same"], false, "{other}");
 }
+
+/// Frames of one size detected in one model call (the daemon's batches) give exactly what
+/// each gives alone, and the YuNet file as released (fixed 1×3×640×640 input, which pads a
+/// 3:2 photo to a square rather than to 640×448) finds the same faces.
+#[test]
+fn batched_detection_equals_frame_by_frame() {
+    use facegate::engine::{FaceEngine, ModelsConfig};
+    use facegate::inference::{Device, InferenceConfig};
+    use facegate::vision::detector::{Detector, DetectorConfig, InputSize};
+    use facegate::vision::image_io::{ImageLimits, load_image};
+
+    let models = ModelsConfig {
+        dir: models(),
+        ..ModelsConfig::default()
+    };
+    let inference = InferenceConfig {
+        device: Device::Cpu,
+        ..InferenceConfig::default()
+    };
+    let mut engine = FaceEngine::load(&models, &inference, &DetectorConfig::default()).expect("engine loads");
+    let shape = engine.detector_mut().shape();
+    assert!(
+        shape.batches && shape.fixed.is_none(),
+        "models/fetch prepares a batchable YuNet: {shape:?}"
+    );
+    let images: Vec<_> = [1, 2, 3, 4]
+        .map(|n| load_image(&sample(n), &ImageLimits::default()).expect("sample decodes"))
+        .into_iter()
+        .collect();
+    let refs: Vec<_> = images.iter().collect();
+    let together = engine.detector_mut().detect_batch(&refs).expect("batch runs");
+    assert_eq!(together.len(), 4);
+    let mut faces = 0;
+    for (img, batched) in images.iter().zip(&together) {
+        let alone = engine.detect(img).expect("frame runs");
+        assert_eq!(batched.len(), alone.len());
+        for (a, b) in alone.iter().zip(batched) {
+            assert!((a.score - b.score).abs() < 1e-4, "{a:?} vs {b:?}");
+            for k in 0..4 {
+                assert!((a.bbox[k] - b.bbox[k]).abs() < 0.05, "{a:?} vs {b:?}");
+            }
+        }
+        faces += alone.len();
+    }
+    assert!(faces >= 10, "the four samples hold at least 10 faces, found {faces}");
+
+    // The released shape: same faces at IoU ≥ 0.9, input padded to the file's size.
+    let square = scratch("released-yunet");
+    let released = square.join("face_detection_yunet_2023mar.onnx");
+    fixed_input_yunet(&models.dir.join(&models.detector), &released);
+    // One ONNX Runtime environment per process: a session of the engine's runtime.
+    let session = engine.runtime().session(&released).expect("released YuNet loads");
+    let mut fixed = Detector::new(session, DetectorConfig::default()).expect("a YuNet");
+    let fixed_shape = fixed.shape();
+    assert_eq!(
+        fixed_shape.fixed,
+        Some(InputSize {
+            width: 640,
+            height: 640
+        })
+    );
+    assert!(!fixed_shape.batches);
+    let again = fixed.detect_batch(&refs).expect("one frame a call");
+    for (a, b) in together.iter().zip(&again) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            let overlap = iou(&x.bbox.map(f64::from), &y.bbox.map(f64::from));
+            assert!(overlap >= 0.9, "IoU {overlap:.3}: {x:?} vs {y:?}");
+        }
+    }
+}
+
+/// A copy of the prepared YuNet with its input declared fixed at 1×3×640×640 again, as in
+/// the release, written with the onnx of the environment `models/fetch` prepares models in.
+fn fixed_input_yunet(from: &std::path::Path, to: &std::path::Path) {
+    let venv = std::env::var("FACEGATE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/facegate"))
+        .join("venv/bin/python");
+    let script = format!(
+        "import onnx\n\
+         m = onnx.load({from:?})\n\
+         d = m.graph.input[0].type.tensor_type.shape.dim\n\
+         for dim, v in zip(d, (1, 3, 640, 640)):\n    dim.Clear(); dim.dim_value = v\n\
+         onnx.save(m, {to:?})\n"
+    );
+    let out = std::process::Command::new(&venv)
+        .args(["-c", &script])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run models/fetch, which makes this environment)",
+                venv.display()
+            )
+        });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -50,7 +50,7 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
 enum Need {
     /// Must be found.
     Required,
-    /// Checked when found: `auto` loads it on an Intel CPU.
+    /// Checked when found: `auto` loads it on an x86-64 CPU with AVX2.
     IfPresent,
 }
 

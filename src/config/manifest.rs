@@ -160,7 +160,7 @@ mod tests {
         std::fs::write(&f, b"not a model").unwrap();
         let err = verify(Role::Detector, &f).unwrap_err();
         assert!(
-            err.contains("face_detection_yunet_2023mar.onnx bbe493363d6addec"),
+            err.contains("face_detection_yunet_2023mar.onnx db381f982fccd40b"),
             "{err}"
         );
         assert!(verify(Role::Runtime, &dir.join("none.so")).is_err());

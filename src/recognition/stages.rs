@@ -26,35 +26,43 @@ pub(crate) struct Observed {
     pub faces: Option<Vec<AlignedFace>>,
 }
 
-/// Detect: every frame of the batch through the detector (one call per frame: the detector
-/// takes one image at a time) and every face aligned from the full-resolution frame.
+/// Detect: the frames of the batch through the detector (frames of one size share a model
+/// call) and every face aligned from its full-resolution frame. A failed call fails every
+/// frame of the batch; each is counted.
 pub(crate) fn detect(engine: &mut FaceEngine, frames: Vec<Frame>, telemetry: &Telemetry) -> Vec<Observed> {
-    frames
-        .into_iter()
-        .map(|frame| {
-            let started = Instant::now();
-            let faces = match engine.aligned_faces(&frame.image) {
-                Ok(faces) => {
-                    FrameDetected {
-                        camera: &frame.camera,
-                        faces: faces.len(),
-                        seconds: started.elapsed().as_secs_f64(),
-                    }
-                    .emit(telemetry);
-                    Some(faces)
+    let started = Instant::now();
+    let images: Vec<&RgbImage> = frames.iter().map(|f| f.image.as_ref()).collect();
+    let found = engine.aligned_faces_batch(&images);
+    let seconds = started.elapsed().as_secs_f64() / frames.len().max(1) as f64;
+    match found {
+        Ok(all) => frames
+            .into_iter()
+            .zip(all)
+            .map(|(frame, faces)| {
+                FrameDetected {
+                    camera: &frame.camera,
+                    faces: faces.len(),
+                    seconds,
                 }
-                Err(e) => {
-                    FrameFailed {
-                        camera: &frame.camera,
-                        error: &e,
-                    }
-                    .emit(telemetry);
-                    None
+                .emit(telemetry);
+                Observed {
+                    frame,
+                    faces: Some(faces),
                 }
-            };
-            Observed { frame, faces }
-        })
-        .collect()
+            })
+            .collect(),
+        Err(e) => frames
+            .into_iter()
+            .map(|frame| {
+                FrameFailed {
+                    camera: &frame.camera,
+                    error: &e,
+                }
+                .emit(telemetry);
+                Observed { frame, faces: None }
+            })
+            .collect(),
+    }
 }
 
 /// A face the tracker wants embedded now.

@@ -82,8 +82,8 @@ pub fn decode(
     Ok(out)
 }
 
-/// How an image is fitted into the square model input: scaled so its long side equals the
-/// input size, then padded with black at the right and bottom.
+/// How an image is scaled for the model: by `scale`, to `width × height`, placed at the
+/// top left of the model input (see [`InputSize`]) with black padding right and below.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
     pub scale: f32,
@@ -102,36 +102,94 @@ impl Letterbox {
         }
     }
 
+    /// Scaled so that the long side is `input`.
     pub fn fit(width: u32, height: u32, input: u32) -> Letterbox {
-        let scale = input as f32 / width.max(height) as f32;
-        let side = |v: u32| ((v as f32 * scale).round() as u32).clamp(1, input);
-        Letterbox {
-            scale,
-            width: side(width),
-            height: side(height),
+        Letterbox::with_scale(width, height, input, input as f32 / width.max(height) as f32)
+    }
+}
+
+/// The spatial size of the model input, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InputSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The input shapes a YuNet file accepts. The file `models/fetch` prepares takes any batch
+/// and any size that is a multiple of 32, so a 16:9 frame costs 640×384 rather than 640×640
+/// and frames of one size share a call; a file with a fixed `1×3×H×W` input (YuNet as
+/// released) still works, one frame a call, padded to its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    /// The fixed height and width, when the file declares them.
+    pub fixed: Option<InputSize>,
+    /// Whether the batch dimension is symbolic.
+    pub batches: bool,
+}
+
+impl ModelShape {
+    /// From the declared input dimensions `[N, C, H, W]` (negative: symbolic).
+    pub fn from_dims(dims: &[i64]) -> ModelShape {
+        let fixed = match dims {
+            [_, _, h, w] if *h > 0 && *w > 0 => Some(InputSize {
+                width: *w as u32,
+                height: *h as u32,
+            }),
+            _ => None,
+        };
+        ModelShape {
+            fixed,
+            batches: dims.first().is_none_or(|n| *n < 0),
         }
+    }
+
+    /// The model input for a letterbox: the fixed size, or the letterbox rounded up to
+    /// multiples of the largest stride.
+    pub fn input_for(&self, lb: Letterbox) -> InputSize {
+        let up = |v: u32| v.div_ceil(32).max(1) * 32;
+        self.fixed.unwrap_or(InputSize {
+            width: up(lb.width),
+            height: up(lb.height),
+        })
     }
 }
 
 /// Resizes `img` into the letterbox and lays it out as YuNet wants it:
-/// 1×3×input×input, BGR, float 0–255.
-pub fn detector_input(img: &RgbImage, input: u32, lb: Letterbox) -> Result<Array4<f32>, String> {
-    let resized = resize_rgb(img, lb.width, lb.height)?;
-    let n = input as usize;
-    let mut t = Array4::<f32>::zeros((1, 3, n, n));
-    let plane = n * n;
+/// 1×3×H×W (`size`), BGR, float 0–255.
+pub fn detector_input(img: &RgbImage, lb: Letterbox, size: InputSize) -> Result<Array4<f32>, String> {
+    let mut t = Array4::<f32>::zeros((1, 3, size.height as usize, size.width as usize));
     let data = t.as_slice_mut().expect("fresh arrays are contiguous");
+    fill_detector_input(img, lb, size, data)?;
+    Ok(t)
+}
+
+/// Writes one image's 3×H×W planes (BGR) into `planes`, which must be zeroed and exactly
+/// that long: the black padding is whatever the resized image does not cover.
+pub fn fill_detector_input(img: &RgbImage, lb: Letterbox, size: InputSize, planes: &mut [f32]) -> Result<(), String> {
+    let (w, h) = (size.width as usize, size.height as usize);
+    if planes.len() != 3 * w * h {
+        return Err(format!("input buffer of {} values for 3×{h}×{w}", planes.len()));
+    }
+    if lb.width > size.width || lb.height > size.height {
+        return Err(format!(
+            "{}×{} does not fit the model input {w}×{h}",
+            lb.width, lb.height
+        ));
+    }
+    let resized = resize_rgb(img, lb.width, lb.height)?;
+    let plane = w * h;
+    let (b, rest) = planes.split_at_mut(plane);
+    let (g, r) = rest.split_at_mut(plane);
     let rw = resized.width() as usize;
     for (y, row) in resized.as_raw().chunks_exact(rw * 3).enumerate() {
+        let at = y * w;
         for (x, p) in row.chunks_exact(3).enumerate() {
-            let at = y * n + x;
-            // BGR planes.
-            data[at] = p[2] as f32;
-            data[plane + at] = p[1] as f32;
-            data[2 * plane + at] = p[0] as f32;
+            b[at + x] = p[2] as f32;
+            g[at + x] = p[1] as f32;
+            r[at + x] = p[0] as f32;
         }
     }
-    Ok(t)
+    Ok(())
 }
 
 /// Area averaging when shrinking, bilinear when enlarging: what OpenCV's `INTER_AREA`
@@ -226,7 +284,8 @@ pub struct DetectorConfig {
     pub nms_threshold: f32,
     /// Most candidates considered by non-maximum suppression.
     pub top_k: usize,
-    /// Side of the square model input; the frame is scaled so its long side fits it.
+    /// The frame is scaled so its long side is this many pixels for detection; the model
+    /// input is the scaled frame padded to multiples of 32 (or the file's fixed size).
     pub input_size: u32,
     /// A face wider than this (pixels at the detection scale) is detected again with the
     /// image shrunk so the face is `refine_to_px` wide: YuNet's landmarks of large faces
@@ -295,33 +354,41 @@ impl DetectorConfig {
 pub struct Detector {
     session: Session,
     input_name: String,
+    shape: ModelShape,
     cfg: DetectorConfig,
 }
 
 impl Detector {
     pub fn new(session: Session, cfg: DetectorConfig) -> Result<Detector, Error> {
-        let input_name = session
+        let model_err = |reason: String| Error::Model {
+            path: "detector".into(),
+            reason,
+        };
+        let input = session
             .inputs()
             .first()
-            .map(|i| i.name().to_string())
-            .ok_or_else(|| Error::Model {
-                path: "detector".into(),
-                reason: "model has no input".into(),
-            })?;
+            .ok_or_else(|| model_err("model has no input".into()))?;
+        let input_name = input.name().to_string();
+        let dims = input
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.to_vec())
+            .ok_or_else(|| model_err("the input is not a tensor".into()))?;
+        if dims.len() != 4 {
+            return Err(model_err(format!("input {dims:?} is not N×3×H×W")));
+        }
         for s in STRIDES {
             for head in ["cls", "obj", "bbox", "kps"] {
                 let name = format!("{head}_{s}");
                 if !session.outputs().iter().any(|o| o.name() == name) {
-                    return Err(Error::Model {
-                        path: "detector".into(),
-                        reason: format!("output `{name}` missing: not a YuNet 2023mar model"),
-                    });
+                    return Err(model_err(format!("output `{name}` missing: not a YuNet 2023mar model")));
                 }
             }
         }
         Ok(Detector {
             session,
             input_name,
+            shape: ModelShape::from_dims(&dims),
             cfg,
         })
     }
@@ -330,19 +397,60 @@ impl Detector {
         &self.cfg
     }
 
+    /// The input shapes the loaded file accepts.
+    pub fn shape(&self) -> ModelShape {
+        self.shape
+    }
+
     /// Faces in `img`, in its own pixel coordinates, best first.
+    pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>, Error> {
+        Ok(self.detect_batch(&[img])?.pop().unwrap_or_default())
+    }
+
+    /// Faces in each image, as [`Detector::detect`] finds them. Images whose model inputs
+    /// have the same size (frames of cameras with one resolution) share a model call when
+    /// the file takes batches.
     ///
-    /// The image is scaled so its long side fits the model input. YuNet places landmarks
+    /// Each image is scaled so its long side fits the model input. YuNet places landmarks
     /// of faces much larger than its training faces poorly (the embedding of a face filling
     /// a close-up photo can fall to cosine 0.3–0.5 against the same face seen smaller), so
     /// a face wider than `refine_above_px` at that scale is detected again in a pass that
     /// shrinks it to `refine_to_px`, and that pass's box and landmarks replace the first.
-    pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>, Error> {
+    pub fn detect_batch(&mut self, imgs: &[&RgbImage]) -> Result<Vec<Vec<Detection>>, Error> {
         let input = self.cfg.input_size;
-        let fit = Letterbox::fit(img.width(), img.height(), input);
-        let mut faces = self.detect_at(img, fit)?;
+        let fits: Vec<Letterbox> = imgs
+            .iter()
+            .map(|img| Letterbox::fit(img.width(), img.height(), input))
+            .collect();
+        let mut groups: Vec<(InputSize, Vec<usize>)> = Vec::new();
+        for (i, lb) in fits.iter().enumerate() {
+            let size = self.shape.input_for(*lb);
+            match groups
+                .iter_mut()
+                .find(|(s, members)| *s == size && (self.shape.batches || members.is_empty()))
+            {
+                Some((_, members)) => members.push(i),
+                None => groups.push((size, vec![i])),
+            }
+        }
+        let mut found = vec![Vec::new(); imgs.len()];
+        for (size, members) in groups {
+            let items: Vec<(&RgbImage, Letterbox)> = members.iter().map(|&i| (imgs[i], fits[i])).collect();
+            for (i, faces) in members.into_iter().zip(self.run_batch(&items, size)?) {
+                found[i] = faces;
+            }
+        }
+        for ((img, fit), faces) in imgs.iter().zip(&fits).zip(found.iter_mut()) {
+            self.refine(img, *fit, faces)?;
+            faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        Ok(found)
+    }
+
+    /// Detects faces that were large at the first pass's scale again, smaller.
+    fn refine(&mut self, img: &RgbImage, fit: Letterbox, faces: &mut [Detection]) -> Result<(), Error> {
         if self.cfg.refine_above_px <= 0.0 {
-            return Ok(faces);
+            return Ok(());
         }
         let mut passes = 0;
         for face in faces.iter_mut() {
@@ -352,7 +460,9 @@ impl Detector {
             }
             passes += 1;
             let scale = self.cfg.refine_to_px / face.bbox[2].max(1.0);
-            let again = self.detect_at(img, Letterbox::with_scale(img.width(), img.height(), input, scale))?;
+            let lb = Letterbox::with_scale(img.width(), img.height(), self.cfg.input_size, scale);
+            let size = self.shape.input_for(lb);
+            let again = self.run_batch(&[(img, lb)], size)?.pop().unwrap_or_default();
             let best = again
                 .into_iter()
                 .map(|d| (iou(&d.bbox, &face.bbox), d))
@@ -363,70 +473,97 @@ impl Detector {
                 *face = refined;
             }
         }
-        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(faces)
+        Ok(())
     }
 
     /// The model's input for `img` at the first pass's scale, for [`Detector::run_model`].
     pub fn model_input(&self, img: &RgbImage) -> Result<Array4<f32>, Error> {
-        let input = self.cfg.input_size;
-        detector_input(img, input, Letterbox::fit(img.width(), img.height(), input)).map_err(|reason| {
-            Error::Inference {
-                model: "detector",
-                reason,
-            }
+        let lb = Letterbox::fit(img.width(), img.height(), self.cfg.input_size);
+        detector_input(img, lb, self.shape.input_for(lb)).map_err(|reason| Error::Inference {
+            model: "detector",
+            reason,
         })
     }
 
     /// The model alone on a prepared input, its outputs dropped: `facegate bench` times it
     /// apart from resizing, decoding and suppression.
     pub fn run_model(&mut self, tensor: &Array4<f32>) -> Result<(), Error> {
-        let fail = |e: ort::Error| Error::Inference {
-            model: "detector",
-            reason: e.to_string(),
-        };
-        let view = TensorRef::from_array_view(tensor).map_err(fail)?;
+        let view = TensorRef::from_array_view(tensor).map_err(inference_error)?;
         self.session
             .run(ort::inputs![self.input_name.as_str() => view])
-            .map_err(fail)?;
+            .map_err(inference_error)?;
         Ok(())
     }
 
-    /// One detector pass over `img` scaled as `lb` says, results in `img`'s pixels.
-    fn detect_at(&mut self, img: &RgbImage, lb: Letterbox) -> Result<Vec<Detection>, Error> {
-        let input = self.cfg.input_size;
+    /// One model call over images of one input size, each scaled as its letterbox says;
+    /// the faces of each, in its own pixels.
+    fn run_batch(&mut self, items: &[(&RgbImage, Letterbox)], size: InputSize) -> Result<Vec<Vec<Detection>>, Error> {
         let infer_err = |reason: String| Error::Inference {
             model: "detector",
             reason,
         };
-        let tensor = detector_input(img, input, lb).map_err(infer_err)?;
-        let fail = |e: ort::Error| Error::Inference {
-            model: "detector",
-            reason: e.to_string(),
-        };
+        let (w, h) = (size.width as usize, size.height as usize);
+        let mut tensor = Array4::<f32>::zeros((items.len(), 3, h, w));
+        let data = tensor.as_slice_mut().expect("fresh arrays are contiguous");
+        for ((img, lb), planes) in items.iter().zip(data.chunks_exact_mut(3 * w * h)) {
+            fill_detector_input(img, *lb, size, planes).map_err(infer_err)?;
+        }
         let outputs = self
             .session
-            .run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&tensor).map_err(fail)?])
-            .map_err(fail)?;
+            .run(
+                ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&tensor).map_err(inference_error)?],
+            )
+            .map_err(inference_error)?;
+        let n = items.len();
         let get = |name: String| -> Result<&[f32], Error> {
-            outputs[name.as_str()]
+            let (_, data) = outputs[name.as_str()]
                 .try_extract_tensor::<f32>()
-                .map(|(_, d)| d)
-                .map_err(fail)
+                .map_err(inference_error)?;
+            if data.len() % n != 0 {
+                return Err(infer_err(format!("{name}: {} values for a batch of {n}", data.len())));
+            }
+            Ok(data)
         };
-        let mut heads = Vec::with_capacity(3);
+        let mut heads = Vec::with_capacity(STRIDES.len());
         for stride in STRIDES {
-            heads.push(StrideOutputs {
-                stride,
-                cls: get(format!("cls_{stride}"))?,
-                obj: get(format!("obj_{stride}"))?,
-                bbox: get(format!("bbox_{stride}"))?,
-                kps: get(format!("kps_{stride}"))?,
-            });
+            heads.push([
+                get(format!("cls_{stride}"))?,
+                get(format!("obj_{stride}"))?,
+                get(format!("bbox_{stride}"))?,
+                get(format!("kps_{stride}"))?,
+            ]);
         }
-        let candidates = decode(&heads, input, input, self.cfg.score_threshold).map_err(infer_err)?;
-        let kept = nms(candidates, self.cfg.nms_threshold, self.cfg.top_k);
-        Ok(kept.iter().map(|d| d.scaled(1.0 / lb.scale)).collect())
+        let mut found = Vec::with_capacity(n);
+        for (k, (_, lb)) in items.iter().enumerate() {
+            let views: Vec<StrideOutputs> = STRIDES
+                .iter()
+                .zip(&heads)
+                .map(|(&stride, [cls, obj, bbox, kps])| StrideOutputs {
+                    stride,
+                    cls: batch_item(cls, n, k),
+                    obj: batch_item(obj, n, k),
+                    bbox: batch_item(bbox, n, k),
+                    kps: batch_item(kps, n, k),
+                })
+                .collect();
+            let candidates = decode(&views, size.width, size.height, self.cfg.score_threshold).map_err(infer_err)?;
+            let kept = nms(candidates, self.cfg.nms_threshold, self.cfg.top_k);
+            found.push(kept.iter().map(|d| d.scaled(1.0 / lb.scale)).collect());
+        }
+        Ok(found)
+    }
+}
+
+/// Item `k` of a batch of `n` laid out one after the other in `all`.
+fn batch_item(all: &[f32], n: usize, k: usize) -> &[f32] {
+    let len = all.len() / n;
+    &all[k * len..(k + 1) * len]
+}
+
+fn inference_error(e: ort::Error) -> Error {
+    Error::Inference {
+        model: "detector",
+        reason: e.to_string(),
     }
 }
 
@@ -551,12 +688,52 @@ mod tests {
     fn detector_input_is_bgr_and_padded() {
         let img = RgbImage::from_fn(20, 10, |_, _| image::Rgb([10, 20, 30]));
         let lb = Letterbox::fit(20, 10, 40);
-        let t = detector_input(&img, 40, lb).unwrap();
+        let square = InputSize { width: 40, height: 40 };
+        let t = detector_input(&img, lb, square).unwrap();
         assert_eq!(t.shape(), &[1, 3, 40, 40]);
         assert_eq!((lb.width, lb.height), (40, 20));
         assert_eq!((t[[0, 0, 5, 5]], t[[0, 1, 5, 5]], t[[0, 2, 5, 5]]), (30.0, 20.0, 10.0));
         // Below the resized image: black padding.
         assert_eq!(t[[0, 2, 30, 5]], 0.0);
+        let small = InputSize { width: 32, height: 32 };
+        assert!(detector_input(&img, lb, small).is_err(), "40 px do not fit 32");
+    }
+
+    #[test]
+    fn model_input_follows_the_frame_unless_the_file_fixes_it() {
+        let any = ModelShape::from_dims(&[-1, 3, -1, -1]);
+        assert_eq!(
+            any,
+            ModelShape {
+                fixed: None,
+                batches: true
+            }
+        );
+        // 1280×720 at 640: 640×360, rounded up to the stride 32.
+        let lb = Letterbox::fit(1280, 720, 640);
+        assert_eq!(
+            any.input_for(lb),
+            InputSize {
+                width: 640,
+                height: 384
+            }
+        );
+        assert_eq!(
+            any.input_for(Letterbox::fit(300, 600, 640)),
+            InputSize {
+                width: 320,
+                height: 640
+            }
+        );
+        let released = ModelShape::from_dims(&[1, 3, 640, 640]);
+        assert!(!released.batches);
+        assert_eq!(
+            released.input_for(lb),
+            InputSize {
+                width: 640,
+                height: 640
+            }
+        );
     }
 
     #[test]
