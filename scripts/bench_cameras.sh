@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Many cameras on one box: N copies of the 720p25 demo video as N cameras of one daemon
 # (`facegate run --report FILE`), for each N in CAMERAS, in two modes and two pacings:
-#   every    detect_fps = 0, tracker.embed_every = 1: every frame detected, every face embedded;
-#   default  detect_fps = 10, tracker.embed_every = 10 (as shipped);
+#   every    detect_fps = 0, tracker.embed_every = 1: every frame detected, every face embedded,
+#            liveness off (the peer's work);
+#   default  detect_fps = 10, tracker.embed_every = 10, liveness.mode = report (as shipped);
 #   live     realtime = true: each file paced like a camera at 25 frames/s;
 #   replay   realtime = false: every frame decoded, as fast as recognition takes them.
 # Beside them, the OpenCV peer (tests/reference/peer_video.py, every frame) as N concurrent
@@ -15,7 +16,7 @@
 #   CAMERAS="1 2 4 8"      camera counts
 #   MODES="every default"  PACINGS="live replay"
 #   SECONDS_OF_VIDEO=16    length of the demo video
-#   DEVICE=cpu             passed as --device (cpu, auto, or what the build offers)
+#   DEVICE=auto            passed as --device (auto, cpu, openvino, cuda)
 #   THREADS=2              inference.intra_threads, and the peer's --threads
 #   PEER=1                 0 skips the peer
 #   OUT=folder             default: a new temporary folder
@@ -27,7 +28,7 @@ cameras=${CAMERAS:-1 2 4 8}
 modes=${MODES:-every default}
 pacings=${PACINGS:-live replay}
 seconds=${SECONDS_OF_VIDEO:-16}
-device=${DEVICE:-cpu}
+device=${DEVICE:-auto}
 threads=${THREADS:-2}
 peer=${PEER:-1}
 py="${FACEGATE_CACHE:-$HOME/.cache/facegate}/venv-ref/bin/python"
@@ -76,11 +77,11 @@ run_peers() { # N
 }
 
 for mode in $modes; do
-  if [[ $mode == every ]]; then fps=0 every=1; else fps=10 every=10; fi
+  if [[ $mode == every ]]; then fps=0 every=1 liveness=off; else fps=10 every=10 liveness=report; fi
   for pacing in $pacings; do
     for n in $cameras; do
       name="$mode-$pacing-$n"
-      write_config "$name" "$n" "$fps" "$every" "$pacing" eos
+      write_config "$name" "$n" "$fps" "$every" "$pacing" eos "$liveness"
       run_daemon "$name"
       echo "$name $mode $pacing $n" >>"$out/runs.txt"
     done

@@ -31,8 +31,8 @@ prepare_video_and_gallery() { # SECONDS
 # Writes $out/NAME.toml: CAMERAS cameras on the demo video, named cam1…camN, in one daemon.
 # PACING: live (realtime, the file paced like a camera) or replay (as fast as it goes);
 # ENDING: eos (the daemon exits when every camera has played the file once) or loop.
-write_config() { # NAME CAMERAS DETECT_FPS EMBED_EVERY PACING ENDING
-  local name=$1 n=$2 realtime=false ending i
+write_config() { # NAME CAMERAS DETECT_FPS EMBED_EVERY PACING ENDING [LIVENESS_MODE]
+  local name=$1 n=$2 realtime=false ending i liveness=${7:-report}
   [[ $5 == live ]] && realtime=true
   ending="exit_on_eos = true"
   [[ $6 == loop ]] && ending="loop = true"
@@ -52,6 +52,8 @@ hold_for_subscriber_s = 0
 path = "$out/gallery.db"
 [admin]
 enabled = false
+[liveness]
+mode = "$liveness"
 TOML
     for ((i = 1; i <= n; i++)); do
       cat <<TOML

@@ -11,7 +11,7 @@
 #   DURATION=600           seconds per daemon
 #   INTERVAL=10            seconds between samples
 #   SECONDS_OF_VIDEO=16    length of the looped video
-#   DEVICE=cpu  THREADS=2  as in bench_cameras.sh
+#   DEVICE=auto THREADS=2  as in bench_cameras.sh
 #   OUT=folder             default: a new temporary folder
 #   FACEGATE_BIN=target/release/facegate
 set -euo pipefail
@@ -21,7 +21,7 @@ cameras=${CAMERAS:-1}
 duration=${DURATION:-600}
 interval=${INTERVAL:-10}
 seconds=${SECONDS_OF_VIDEO:-16}
-device=${DEVICE:-cpu}
+device=${DEVICE:-auto}
 threads=${THREADS:-2}
 # shellcheck source=scripts/bench_lib.sh
 source scripts/bench_lib.sh

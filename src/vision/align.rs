@@ -99,7 +99,8 @@ pub fn warp_affine(src: &RgbImage, m: &Affine, width: u32, height: u32) -> Optio
         Rgb(std::array::from_fn(|c| {
             let top = p00[c] * (1.0 - fx) + p10[c] * fx;
             let bottom = p01[c] * (1.0 - fx) + p11[c] * fx;
-            (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
+            // Non-negative: half up is rounding; `as` saturates (no libm round on baseline x86-64).
+            (top * (1.0 - fy) + bottom * fy + 0.5) as u8
         }))
     }))
 }

@@ -240,6 +240,14 @@ pub fn area_taps(src_len: u32, dst_len: u32) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
+/// Rounds a non-negative pixel value half up and saturates at 255: `f32::round` is a libm
+/// call on baseline x86-64 (no SSE4.1), and this runs for every pixel of every frame.
+#[inline]
+pub fn round_to_u8(v: f32) -> u8 {
+    // `as` saturates (and maps NaN to 0), so no clamp is needed.
+    (v + 0.5) as u8
+}
+
 /// Shrinks by averaging each destination pixel's exact source area (fast_image_resize's
 /// box filter weighs whole pixels, which moves landmarks when the scale is not an integer).
 pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
@@ -268,7 +276,7 @@ pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
                 acc[2] += p[2] * wt;
             }
             for (o, a) in px.iter_mut().zip(acc) {
-                *o = a.round().clamp(0.0, 255.0) as u8;
+                *o = round_to_u8(a);
             }
         }
     }
@@ -734,6 +742,25 @@ mod tests {
                 height: 640
             }
         );
+    }
+
+    #[test]
+    fn rounding_to_u8_is_half_up_and_saturates() {
+        for (v, want) in [
+            (0.0, 0),
+            (0.49, 0),
+            (0.5, 1),
+            (127.5, 128),
+            (254.6, 255),
+            (300.0, 255),
+            (f32::NAN, 0),
+        ] {
+            assert_eq!(round_to_u8(v), want, "{v}");
+        }
+        for i in 0..=2550 {
+            let v = i as f32 / 10.0;
+            assert_eq!(round_to_u8(v), v.round() as u8, "{v}");
+        }
     }
 
     #[test]
