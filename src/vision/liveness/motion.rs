@@ -775,7 +775,7 @@ mod tests {
 
     /// The numbers the README quotes: `cargo test --lib motion_measurements -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "prints the measurements the README quotes; asserts nothing"]
     fn motion_measurements() {
         for yaw in [5.0, 10.0, 20.0, 30.0] {
             let b = Pose { yaw, ..FRONTAL };

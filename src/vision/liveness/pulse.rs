@@ -800,7 +800,7 @@ mod tests {
 
     /// The numbers the README quotes: `cargo test --lib pulse_measurements -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "prints the measurements the README quotes; asserts nothing"]
     fn pulse_measurements() {
         let photo = Signal {
             pulse_hz: None,
