@@ -122,14 +122,14 @@ fn compare_same_and_different() {
     assert_eq!(other["same"], false, "{other}");
 }
 
-/// Frames of one size detected in one model call (the daemon's batches) give exactly what
-/// each gives alone, and the YuNet file as released (fixed 1×3×640×640 input, which pads a
+/// Frames detected together (the daemon's batches: one model call per input size) give
+/// exactly what each gives alone, and the YuNet file as released (fixed 1×3×640×640 input, which pads a
 /// 3:2 photo to a square rather than to 640×448) finds the same faces.
 #[test]
 fn batched_detection_equals_frame_by_frame() {
     use facegate::engine::{FaceEngine, ModelsConfig};
     use facegate::inference::{Device, InferenceConfig};
-    use facegate::vision::detector::{Detector, DetectorConfig, InputSize};
+    use facegate::vision::detector::{Detector, DetectorConfig, InputSize, Letterbox, model_calls};
     use facegate::vision::image_io::{ImageLimits, load_image};
 
     let models = ModelsConfig {
@@ -151,6 +151,15 @@ fn batched_detection_equals_frame_by_frame() {
         .into_iter()
         .collect();
     let refs: Vec<_> = images.iter().collect();
+    // Their aspect ratios differ: 640×448, 640×480 twice, 640×512 — a shared call and
+    // calls of different sizes in one batch.
+    let sizes: Vec<_> = images
+        .iter()
+        .map(|img| shape.input_for(Letterbox::fit(img.width(), img.height(), 640)))
+        .collect();
+    let calls = model_calls(&sizes, true);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().any(|(_, members)| members.len() == 2), "{calls:?}");
     let together = engine.detector_mut().detect_batch(&refs).expect("batch runs");
     assert_eq!(together.len(), 4);
     let mut faces = 0;

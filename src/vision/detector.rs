@@ -154,6 +154,20 @@ impl ModelShape {
     }
 }
 
+/// The model calls for images whose inputs have `sizes`: one per distinct size, in order of
+/// first appearance, holding the indices of its images — or one per image when the model
+/// does not take batches.
+pub fn model_calls(sizes: &[InputSize], batches: bool) -> Vec<(InputSize, Vec<usize>)> {
+    let mut calls: Vec<(InputSize, Vec<usize>)> = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        match calls.iter_mut().find(|(s, _)| batches && s == size) {
+            Some((_, members)) => members.push(i),
+            None => calls.push((*size, vec![i])),
+        }
+    }
+    calls
+}
+
 /// Resizes `img` into the letterbox and lays it out as YuNet wants it:
 /// 1×3×H×W (`size`), BGR, float 0–255.
 pub fn detector_input(img: &RgbImage, lb: Letterbox, size: InputSize) -> Result<Array4<f32>, String> {
@@ -430,19 +444,9 @@ impl Detector {
             .iter()
             .map(|img| Letterbox::fit(img.width(), img.height(), input))
             .collect();
-        let mut groups: Vec<(InputSize, Vec<usize>)> = Vec::new();
-        for (i, lb) in fits.iter().enumerate() {
-            let size = self.shape.input_for(*lb);
-            match groups
-                .iter_mut()
-                .find(|(s, members)| *s == size && (self.shape.batches || members.is_empty()))
-            {
-                Some((_, members)) => members.push(i),
-                None => groups.push((size, vec![i])),
-            }
-        }
+        let sizes: Vec<InputSize> = fits.iter().map(|lb| self.shape.input_for(*lb)).collect();
         let mut found = vec![Vec::new(); imgs.len()];
-        for (size, members) in groups {
+        for (size, members) in model_calls(&sizes, self.shape.batches) {
             let items: Vec<(&RgbImage, Letterbox)> = members.iter().map(|&i| (imgs[i], fits[i])).collect();
             for (i, faces) in members.into_iter().zip(self.run_batch(&items, size)?) {
                 found[i] = faces;
@@ -705,6 +709,25 @@ mod tests {
         assert_eq!(t[[0, 2, 30, 5]], 0.0);
         let small = InputSize { width: 32, height: 32 };
         assert!(detector_input(&img, lb, small).is_err(), "40 px do not fit 32");
+    }
+
+    #[test]
+    fn images_of_one_size_share_a_call_when_the_model_batches() {
+        let wide = InputSize {
+            width: 640,
+            height: 384,
+        };
+        let tall = InputSize {
+            width: 384,
+            height: 640,
+        };
+        let sizes = [wide, tall, wide, wide];
+        assert_eq!(model_calls(&sizes, true), vec![(wide, vec![0, 2, 3]), (tall, vec![1])]);
+        assert_eq!(
+            model_calls(&sizes, false),
+            vec![(wide, vec![0]), (tall, vec![1]), (wide, vec![2]), (wide, vec![3])]
+        );
+        assert!(model_calls(&[], true).is_empty());
     }
 
     #[test]
