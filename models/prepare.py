@@ -109,13 +109,16 @@ def _drop_unused(graph):
     graph.value_info.extend(keep)
 
 
+def _name_dim(dim, symbol):
+    dim.Clear()
+    dim.dim_param = symbol
+
+
 def symbolic_batch(model, symbol="N"):
     """Let the leading dimension of every graph input and output vary."""
     graph = model.graph
     for value in list(graph.input) + list(graph.output):
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = symbol
+        _name_dim(value.type.tensor_type.shape.dim[0], symbol)
     # Intermediate shapes recorded for batch 1 make ONNX Runtime refuse bound outputs
     # of any other batch size ("Expected: 1"); it re-infers them at load time anyway.
     del graph.value_info[:]
@@ -144,18 +147,13 @@ def symbolic_input(model):
             fixed = shape.copy()
             fixed[0] = 0
             inits[node.input[1]].CopyFrom(numpy_helper.from_array(fixed, node.input[1]))
+    symbolic_batch(model)
     (image,) = graph.input
-    for dim, symbol in zip(image.type.tensor_type.shape.dim, ("N", None, "H", "W")):
-        if symbol:
-            dim.Clear()
-            dim.dim_param = symbol
+    _name_dim(image.type.tensor_type.shape.dim[2], "H")
+    _name_dim(image.type.tensor_type.shape.dim[3], "W")
     for out in graph.output:
-        dims = out.type.tensor_type.shape.dim
         stride = out.name.rsplit("_", 1)[1]
-        for dim, symbol in ((dims[0], "N"), (dims[1], f"anchors_{stride}")):
-            dim.Clear()
-            dim.dim_param = symbol
-    del graph.value_info[:]
+        _name_dim(out.type.tensor_type.shape.dim[1], f"anchors_{stride}")
     return model
 
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -41,19 +40,7 @@ struct Setup {
 fn setup(name: &str, mqtt_port: u16, camera_toml: &str) -> Setup {
     let dir = scratch(name);
     let gallery = dir.join("gallery.db");
-    let o = facegate(
-        &[
-            "--gallery",
-            path_str(&gallery),
-            "enroll",
-            "--name",
-            "Ann",
-            "--largest",
-            path_str(&sample(1)),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    enroll_largest(&gallery, "Ann", &sample(1));
     let config = dir.join("facegate.toml");
     let admin = free_port();
     let toml = format!(

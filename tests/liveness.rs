@@ -108,19 +108,7 @@ fn enforce_replay(name: &str, video: &Path) -> (Vec<Value>, String) {
     let sub = Subscriber::start(broker.port, &format!("sub-{name}"));
     let dir = scratch(name);
     let gallery = dir.join("gallery.db");
-    let o = facegate(
-        &[
-            "--gallery",
-            path_str(&gallery),
-            "enroll",
-            "--name",
-            "Ann",
-            "--largest",
-            path_str(&sample(1)),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    enroll_largest(&gallery, "Ann", &sample(1));
     let config = dir.join("facegate.toml");
     let toml = format!(
         "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\noutbox_path = \"{outbox}\"\n\

@@ -245,16 +245,26 @@ mod tests {
         assert_eq!(e.kind, Rejection::Replayed);
     }
 
-    #[test]
-    fn every_refusal_says_why() {
-        let (mut i, rx) = intake(4);
+    /// A refused message: topic verb, payload, retained flag, and the refusal it gets —
+    /// kind, request id and a phrase of its reason.
+    type RefusalCase = (
+        &'static str,
+        Vec<u8>,
+        bool,
+        Rejection,
+        Option<&'static str>,
+        &'static str,
+    );
+
+    /// One message for every way a command is refused.
+    fn refusal_cases() -> Vec<RefusalCase> {
         let other_key = CommandKey::from_bytes(&[b'z'; 40]).unwrap();
         let body = json!({"command": "remove", "timestamp": NOW, "request_id": "x", "name": "Ann"}).to_string();
         let tampered = {
             let env: serde_json::Value = serde_json::from_slice(&remove_at(NOW, "x")).unwrap();
             json!({"body": body.replace("Ann", "Eve"), "signature": env["signature"]}).to_string()
         };
-        let cases: Vec<(&str, Vec<u8>, bool, Rejection, Option<&str>, &str)> = vec![
+        vec![
             (
                 "remove",
                 b"{\"name\": \"Ann\"}".to_vec(),
@@ -343,8 +353,13 @@ mod tests {
                 Some("g"),
                 "name is missing",
             ),
-        ];
-        for (verb, payload, retained, kind, id, why) in cases {
+        ]
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let (mut i, rx) = intake(4);
+        for (verb, payload, retained, kind, id, why) in refusal_cases() {
             let e = i.take(verb, &payload, retained, NOW).unwrap_err();
             assert_eq!((e.kind, e.request_id.as_deref()), (kind, id), "{}", e.reason);
             assert!(e.reason.contains(why), "{why:?} not in {:?}", e.reason);

@@ -62,6 +62,28 @@ pub fn facegate(args: &[&str], envs: &[(&str, &str)]) -> Output {
     facegate_on("cpu", args, envs)
 }
 
+/// Enrolls the largest face of `photo` as `name` into the gallery file `gallery` (created
+/// if missing); fails the test when the binary refuses.
+pub fn enroll_largest(gallery: &Path, name: &str, photo: &Path) {
+    let o = facegate(
+        &[
+            "--gallery",
+            path_str(gallery),
+            "enroll",
+            "--name",
+            name,
+            "--largest",
+            path_str(photo),
+        ],
+        &[],
+    );
+    assert!(
+        o.status.success(),
+        "enroll {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs `facegate` on `device` with the test models and no configuration file.
 pub fn facegate_on(device: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let models = models();
