@@ -170,9 +170,13 @@ fn start_cameras(
     stop: &CancellationToken,
     telemetry: &Telemetry,
 ) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::video::decoder_threads_for(cfg.cameras.len(), cores);
     for (cam_cfg, camera) in cfg.cameras.iter().zip(cameras.iter_mut()) {
+        let mut cam_cfg = cam_cfg.clone();
+        cam_cfg.decoder_threads.get_or_insert(threads);
         match crate::video::spawn_camera(
-            cam_cfg.clone(),
+            cam_cfg,
             camera.bus.clone(),
             updates.clone(),
             camera.stats.clone(),
@@ -241,6 +245,7 @@ fn log_cameras(cfg: &Config) {
             camera = %c.name,
             url = %crate::video::redact_url(&c.url),
             detect_fps = c.detect_fps,
+            decoder_threads = c.decoder_threads.map_or("auto".to_string(), |n| n.to_string()),
             "camera configured"
         );
     }

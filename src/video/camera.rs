@@ -211,7 +211,7 @@ impl Supervisor {
             timing: timing.clone(),
             signals: signals.clone(),
             cancel: cancel.clone(),
-            layout: None,
+            to_rgb: None,
         };
         let pipeline = match pipeline::build(&self.cfg, source, delivery) {
             Ok(p) => p,

@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 pub use bus::{ConsumerCounters, ConsumerSpec, FrameBus, FrameReceiver, QueuePolicy};
 pub use camera::spawn_camera;
-pub use config::{CameraConfig, RtspTransport};
+pub use config::{CameraConfig, RtspTransport, decoder_threads_for};
 pub use source::{SourceKind, redact_url};
 pub use synth::{DemoSegment, DemoVideoInfo, DemoVideoOptions, Mp4Writer, make_demo_video};
 

@@ -3,9 +3,6 @@
 //!
 //! The reference decoder is OpenCV's `FaceDetectorYN` (objdetect/src/face_detect.cpp).
 
-use fast_image_resize::{
-    FilterType, ResizeAlg, ResizeOptions, Resizer, images::TypedImage, images::TypedImageRef, pixels::U8x3,
-};
 use image::RgbImage;
 use ndarray::Array4;
 use ort::session::Session;
@@ -14,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::vision::geometry::{Detection, iou, nms};
+use crate::vision::resize::resize_rgb;
 
 /// The strides of YuNet's three output heads.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
@@ -204,97 +202,6 @@ pub fn fill_detector_input(img: &RgbImage, lb: Letterbox, size: InputSize, plane
         }
     }
     Ok(())
-}
-
-/// Area averaging when shrinking, bilinear when enlarging: what OpenCV's `INTER_AREA`
-/// does, which the detector's landmarks are checked against.
-pub fn resize_rgb(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, String> {
-    if img.width() == width && img.height() == height {
-        return Ok(img.clone());
-    }
-    if width <= img.width() && height <= img.height() {
-        return Ok(resize_area(img, width, height));
-    }
-    let src_px: &[U8x3] = as_rgb_pixels(img.as_raw());
-    let src = TypedImageRef::new(img.width(), img.height(), src_px).map_err(|e| e.to_string())?;
-    let mut dst = TypedImage::<U8x3>::new(width, height);
-    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
-    Resizer::new()
-        .resize_typed(&src, &mut dst, &bilinear)
-        .map_err(|e| e.to_string())?;
-    let raw: Vec<u8> = dst.pixels().iter().flat_map(|p| p.0).collect();
-    RgbImage::from_raw(width, height, raw).ok_or_else(|| "resize produced a short buffer".to_string())
-}
-
-fn as_rgb_pixels(raw: &[u8]) -> &[U8x3] {
-    // U8x3 is a `#[repr(C)]` wrapper of `[u8; 3]`, so the cast is layout-preserving.
-    debug_assert_eq!(raw.len() % 3, 0);
-    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<U8x3>(), raw.len() / 3) }
-}
-
-/// For each destination index, the source indices it covers and their share of its area.
-/// Destination cell `d` covers the source interval `[d·s, (d+1)·s)`, `s = src/dst`.
-pub fn area_taps(src_len: u32, dst_len: u32) -> Vec<Vec<(usize, f32)>> {
-    let scale = src_len as f64 / dst_len as f64;
-    (0..dst_len)
-        .map(|d| {
-            let start = d as f64 * scale;
-            let end = ((d + 1) as f64 * scale).min(src_len as f64);
-            let mut taps = Vec::with_capacity(scale.ceil() as usize + 1);
-            let mut i = start.floor() as usize;
-            while (i as f64) < end {
-                let covered = end.min(i as f64 + 1.0) - start.max(i as f64);
-                if covered > 1e-9 {
-                    taps.push((i, (covered / (end - start)) as f32));
-                }
-                i += 1;
-            }
-            taps
-        })
-        .collect()
-}
-
-/// Rounds a non-negative pixel value half up and saturates at 255: `f32::round` is a libm
-/// call on baseline x86-64 (no SSE4.1), and this runs for every pixel of every frame.
-#[inline]
-pub fn round_to_u8(v: f32) -> u8 {
-    // `as` saturates (and maps NaN to 0), so no clamp is needed.
-    (v + 0.5) as u8
-}
-
-/// Shrinks by averaging each destination pixel's exact source area (fast_image_resize's
-/// box filter weighs whole pixels, which moves landmarks when the scale is not an integer).
-pub fn resize_area(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let sw = img.width() as usize;
-    let (xt, yt) = (area_taps(img.width(), width), area_taps(img.height(), height));
-    let src = img.as_raw();
-    let w = width as usize;
-    // Vertical pass first, over only the source rows each output row needs, into one f32
-    // row; then the horizontal pass with rounding.
-    let mut dst = vec![0u8; height as usize * w * 3];
-    let mut acc_row = vec![0f32; sw * 3];
-    for (y, taps) in yt.iter().enumerate() {
-        acc_row.iter_mut().for_each(|a| *a = 0.0);
-        for &(i, wt) in taps {
-            for (a, &v) in acc_row.iter_mut().zip(&src[i * sw * 3..(i + 1) * sw * 3]) {
-                *a += v as f32 * wt;
-            }
-        }
-        let out = &mut dst[y * w * 3..(y + 1) * w * 3];
-        for (px, taps) in out.chunks_exact_mut(3).zip(&xt) {
-            let mut acc = [0f32; 3];
-            for &(i, wt) in taps {
-                let p = &acc_row[i * 3..i * 3 + 3];
-                acc[0] += p[0] * wt;
-                acc[1] += p[1] * wt;
-                acc[2] += p[2] * wt;
-            }
-            for (o, a) in px.iter_mut().zip(acc) {
-                *o = round_to_u8(a);
-            }
-        }
-    }
-    RgbImage::from_raw(width, height, dst).expect("buffer sized for the image")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -765,61 +672,5 @@ mod tests {
                 height: 640
             }
         );
-    }
-
-    #[test]
-    fn rounding_to_u8_is_half_up_and_saturates() {
-        for (v, want) in [
-            (0.0, 0),
-            (0.49, 0),
-            (0.5, 1),
-            (127.5, 128),
-            (254.6, 255),
-            (300.0, 255),
-            (f32::NAN, 0),
-        ] {
-            assert_eq!(round_to_u8(v), want, "{v}");
-        }
-        for i in 0..=2550 {
-            let v = i as f32 / 10.0;
-            assert_eq!(round_to_u8(v), v.round() as u8, "{v}");
-        }
-    }
-
-    #[test]
-    fn area_taps_cover_fractional_cells() {
-        // 5 → 2: cells [0, 2.5) and [2.5, 5); pixel 2 is shared half and half.
-        let t = area_taps(5, 2);
-        assert_eq!(t[0], vec![(0, 0.4), (1, 0.4), (2, 0.2)]);
-        assert_eq!(t[1], vec![(2, 0.2), (3, 0.4), (4, 0.4)]);
-        for taps in area_taps(1280, 427) {
-            assert!((taps.iter().map(|t| t.1).sum::<f32>() - 1.0).abs() < 1e-5);
-        }
-    }
-
-    #[test]
-    fn shrinking_by_a_fraction_weighs_partial_pixels() {
-        // Columns 0, 100, 200, 50, 250 shrunk to 2: (0·.4 + 100·.4 + 200·.2) and (200·.2 + 50·.4 + 250·.4).
-        let vals = [0u8, 100, 200, 50, 250];
-        let img = RgbImage::from_fn(5, 1, |x, _| image::Rgb([vals[x as usize]; 3]));
-        let small = resize_area(&img, 2, 1);
-        assert_eq!(small.get_pixel(0, 0).0[0], 80);
-        assert_eq!(small.get_pixel(1, 0).0[0], 160);
-    }
-
-    #[test]
-    fn shrinking_averages_areas() {
-        // A 4×2 checkerboard of 0/200 averages to 100 in a 2×1 image.
-        let img = RgbImage::from_fn(4, 2, |x, y| {
-            if (x + y) % 2 == 0 {
-                image::Rgb([200; 3])
-            } else {
-                image::Rgb([0; 3])
-            }
-        });
-        let small = resize_rgb(&img, 2, 1).unwrap();
-        for p in small.pixels() {
-            assert!((p[0] as i32 - 100).abs() <= 1, "{p:?}");
-        }
     }
 }

@@ -8,4 +8,5 @@ pub mod geometry;
 pub mod image_io;
 pub mod liveness;
 pub mod quality;
+pub mod resize;
 pub mod similarity;

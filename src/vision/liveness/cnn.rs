@@ -19,8 +19,8 @@ use ort::value::TensorRef;
 use crate::engine::ModelsConfig;
 use crate::error::Error;
 use crate::inference::Runtime;
-use crate::vision::detector::resize_rgb;
 use crate::vision::geometry::Detection;
+use crate::vision::resize::resize_rgb;
 
 /// Side of the square network input.
 pub const INPUT_SIDE: u32 = 80;
