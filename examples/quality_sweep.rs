@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use facegate::engine::{AlignedFace, FaceEngine, ModelsConfig};
 use facegate::inference::{Device, InferenceConfig};
-use facegate::vision::detector::{DetectorConfig, resize_area};
+use facegate::vision::detector::DetectorConfig;
+use facegate::vision::resize::resize_area;
 use facegate::vision::geometry::{Detection, iou};
 use facegate::vision::image_io::{ImageLimits, load_image};
 use facegate::vision::quality::sharpness;

@@ -230,7 +230,10 @@ impl FaceEngine {
         };
         let detector_path = model("detector", &m.detector)?;
         let embedder_path = model("embedder", &m.embedder)?;
-        let detector = Detector::new(runtime.session(&detector_path)?, detector.clone())?;
+        let mut detector = Detector::new(runtime.session(&detector_path)?, detector.clone())?;
+        if detector.config().refine_above_px > 0.0 {
+            detector = detector.with_refine_session(runtime.session(&detector_path)?);
+        }
         let embedder = Embedder::new(runtime.session(&embedder_path)?, inference.embed_batch)?;
         let model_id = model_id(&embedder_path)?;
         Ok(FaceEngine {

@@ -25,6 +25,16 @@ impl Detection {
         }
     }
 
+    /// The same detection moved by `(dx, dy)`.
+    pub fn translated(&self, dx: f32, dy: f32) -> Detection {
+        let b = self.bbox;
+        Detection {
+            bbox: [b[0] + dx, b[1] + dy, b[2], b[3]],
+            score: self.score,
+            landmarks: self.landmarks.map(|[x, y]| [x + dx, y + dy]),
+        }
+    }
+
     pub fn area(&self) -> f32 {
         self.bbox[2].max(0.0) * self.bbox[3].max(0.0)
     }

@@ -20,7 +20,7 @@ use crate::engine::ModelsConfig;
 use crate::error::Error;
 use crate::inference::Runtime;
 use crate::vision::geometry::Detection;
-use crate::vision::resize::resize_rgb;
+use crate::vision::resize::{crop, resize_rgb};
 
 /// Side of the square network input.
 pub const INPUT_SIDE: u32 = 80;
@@ -90,7 +90,7 @@ pub fn face_crop(image: &RgbImage, bbox: [f32; 4], scale: f32) -> Result<RgbImag
             image.height()
         )
     })?;
-    let region = image::imageops::crop_imm(image, r.x, r.y, r.width, r.height).to_image();
+    let region = crop(image, r.x, r.y, r.width, r.height);
     resize_rgb(&region, INPUT_SIDE, INPUT_SIDE)
 }
 
