@@ -5,7 +5,11 @@
 #            liveness off (the peer's work);
 #   default  detect_fps = 10, tracker.embed_every = 10, liveness.mode = report (as shipped);
 #   live     realtime = true: each file paced like a camera at 25 frames/s;
-#   replay   realtime = false: every frame decoded, as fast as recognition takes them.
+#   replay   realtime = false: every frame decoded, as fast as recognition takes them;
+#   lockstep every camera plays the same file from its first frame: each new face appears
+#            on all N cameras in the same frame (the worst case for latency);
+#   staggered camera I of N plays the video starting (I-1)/N of a photo's 70 frames later
+#            (black frames first), as cameras at different doors see people arrive.
 # Beside them, the OpenCV peer (tests/reference/peer_video.py, every frame) as N concurrent
 # processes on the same video. Prints Markdown tables; raw reports go to $OUT.
 # Video frames/s: frames decoded over the run phase when paced (25 per camera while decoding
@@ -14,7 +18,7 @@
 # over the run, per decoded frame.
 #
 #   CAMERAS="1 2 4 8"      camera counts
-#   MODES="every default"  PACINGS="live replay"
+#   MODES="every default"  PACINGS="live replay"  STARTS="lockstep staggered"
 #   SECONDS_OF_VIDEO=16    length of the demo video
 #   DEVICE=auto            passed as --device (auto, cpu, openvino, cuda)
 #   THREADS=2              inference.intra_threads, and the peer's --threads
@@ -27,6 +31,7 @@ bin=${FACEGATE_BIN:-target/release/facegate}
 cameras=${CAMERAS:-1 2 4 8}
 modes=${MODES:-every default}
 pacings=${PACINGS:-live replay}
+starts=${STARTS:-lockstep}
 seconds=${SECONDS_OF_VIDEO:-16}
 device=${DEVICE:-auto}
 threads=${THREADS:-2}
@@ -40,6 +45,7 @@ need_count SECONDS_OF_VIDEO "$seconds"
 [[ $threads =~ ^[0-9]+$ ]] || { echo "error: THREADS must be a whole number (0 = one per core), not '$threads'" >&2; exit 2; }
 for m in $modes; do [[ $m == every || $m == default ]] || { echo "error: MODES: '$m' is not every or default" >&2; exit 2; }; done
 for p in $pacings; do [[ $p == live || $p == replay ]] || { echo "error: PACINGS: '$p' is not live or replay" >&2; exit 2; }; done
+for s in $starts; do [[ $s == lockstep || $s == staggered ]] || { echo "error: STARTS: '$s' is not lockstep or staggered" >&2; exit 2; }; done
 [[ $peer == 0 || $peer == 1 ]] || { echo "error: PEER must be 0 or 1, not '$peer'" >&2; exit 2; }
 
 out=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/facegate-bench-cameras.XXXXXX")}
@@ -79,11 +85,15 @@ run_peers() { # N
 for mode in $modes; do
   if [[ $mode == every ]]; then fps=0 every=1 liveness=off; else fps=10 every=10 liveness=report; fi
   for pacing in $pacings; do
-    for n in $cameras; do
-      name="$mode-$pacing-$n"
-      write_config "$name" "$n" "$fps" "$every" "$pacing" eos "$liveness"
-      run_daemon "$name"
-      echo "$name $mode $pacing $n" >>"$out/runs.txt"
+    for start in $starts; do
+      for n in $cameras; do
+        name="$mode-$pacing-$start-$n"
+        stagger=0
+        [[ $start == staggered ]] && stagger=1 && make_staggered_videos "$n" "$seconds"
+        write_config "$name" "$n" "$fps" "$every" "$pacing" eos "$liveness"
+        run_daemon "$name"
+        echo "$name $mode $pacing $n $start" >>"$out/runs.txt"
+      done
     done
   done
 done
@@ -99,16 +109,16 @@ runs = [line.split() for line in open(os.path.join(out, "runs.txt"))]
 rep = {name: json.load(open(os.path.join(out, name + ".json"))) for name, *_ in runs}
 label = {"every": "every frame", "default": "default", "live": "paced (live)", "replay": "replay"}
 
-print("| mode | pacing | cameras | video frames/s, all | per camera (min) | frame→publish p50 / p99 ms | CPU ms / frame | peak RSS MiB | frames dropped |")
-print("|---|---|---|---|---|---|---|---|---|")
-for name, mode, pacing, n in runs:
+print("| mode | pacing | starts | cameras | video frames/s, all | per camera (min) | frame→publish p50 / p99 ms | CPU ms / frame | peak RSS MiB | frames dropped |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for name, mode, pacing, n, start in runs:
     r = rep[name]
     # Paced: over the run phase, how long the cameras took to play the file (25 frames/s per
     # camera when decoding kept real time). Replay: over recognition's wall time.
     span = r["run_s"] if pacing == "live" else r["wall_s"]
     per = [c["frames_decoded"] / span if span > 0 else 0.0 for c in r["cameras"]]
     total = sum(per)
-    print(f"| {label[mode]} | {label[pacing]} | {n} | {total:.1f} | {total / int(n):.1f} ({min(per):.1f}) "
+    print(f"| {label[mode]} | {label[pacing]} | {start} | {n} | {total:.1f} | {total / int(n):.1f} ({min(per):.1f}) "
           f"| {r['frame_to_publish_p50_ms']:.0f} / {r['frame_to_publish_p99_ms']:.0f} | {r['cpu_ms_per_frame']:.1f} "
           f"| {r['peak_rss_kib'] / 1024:.0f} | {r['frames_dropped']} of {r['frames_decoded']} |")
 
@@ -118,16 +128,16 @@ def slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
 
 print()
-print("| mode | pacing | peak RSS MiB, by cameras | MiB per added camera (least squares) |")
-print("|---|---|---|---|")
-for key in dict.fromkeys((m, p) for _, m, p, _ in runs):
-    pts = [(int(n), rep[name]["peak_rss_kib"] / 1024) for name, m, p, n in runs if (m, p) == key]
+print("| mode | pacing | starts | peak RSS MiB, by cameras | MiB per added camera (least squares) |")
+print("|---|---|---|---|---|")
+for key in dict.fromkeys((m, p, s) for _, m, p, _, s in runs):
+    pts = [(int(n), rep[name]["peak_rss_kib"] / 1024) for name, m, p, n, s in runs if (m, p, s) == key]
     series = ", ".join(f"{n}: {y:.0f}" for n, y in pts)
     s = f"{slope([x for x, _ in pts], [y for _, y in pts]):.1f}" if len(pts) > 1 else "–"
-    print(f"| {label[key[0]]} | {label[key[1]]} | {series} | {s} |")
+    print(f"| {label[key[0]]} | {label[key[1]]} | {key[2]} | {series} | {s} |")
 
 if with_peer:
-    every = {int(n): rep[name] for name, m, p, n in runs if (m, p) == ("every", "replay")}
+    every = {int(n): rep[name] for name, m, p, n, s in runs if (m, p, s) == ("every", "replay", "lockstep")}
     print()
     print("| OpenCV peer processes | video frames/s, all | per process | facegate every frame, replay, same cameras | vs peer |")
     print("|---|---|---|---|---|")

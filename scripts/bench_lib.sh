@@ -28,6 +28,32 @@ prepare_video_and_gallery() { # SECONDS
   fi
 }
 
+# The frames camera I of N waits before the first photo when staggered: (I-1)/N of the
+# demo video's period of 70 frames (60 of a photo, 10 black).
+lead_in_frames() { # I N
+  echo $((($1 - 1) * 70 / $2))
+}
+
+# The video of camera I of N: the demo video, or when stagger=1 its copy that starts later.
+camera_video() { # I N
+  local lead=0
+  [[ ${stagger:-0} == 1 ]] && lead=$(lead_in_frames "$1" "$2")
+  if ((lead == 0)); then echo "$out/door.mp4"; else echo "$out/door-lead$lead.mp4"; fi
+}
+
+# Makes, once each, the later-starting copies of the demo video that N staggered cameras play.
+make_staggered_videos() { # N SECONDS
+  local i lead video log="$out/prepare.log"
+  for ((i = 2; i <= $1; i++)); do
+    lead=$(lead_in_frames "$i" "$1")
+    video="$out/door-lead$lead.mp4"
+    [[ -f $video ]] && continue
+    if ! "$bin" make-video "$video" --seconds "$2" --lead-in-frames "$lead" >"$log" 2>&1; then
+      echo "error: make-video --lead-in-frames $lead failed:" >&2; cat "$log" >&2; exit 1
+    fi
+  done
+}
+
 # Writes $out/NAME.toml: CAMERAS cameras on the demo video, named cam1…camN, in one daemon.
 # PACING: live (realtime, the file paced like a camera) or replay (as fast as it goes);
 # ENDING: eos (the daemon exits when every camera has played the file once) or loop.
@@ -59,7 +85,7 @@ TOML
       cat <<TOML
 [[cameras]]
 name = "cam$i"
-url = "file://$out/door.mp4"
+url = "file://$(camera_video "$i" "$n")"
 detect_fps = $3
 realtime = $realtime
 $ending

@@ -92,6 +92,9 @@ pub enum Command {
         /// Seconds of video.
         #[arg(long, default_value_t = 16)]
         seconds: u32,
+        /// Black frames before the first photo (a later start, for many cameras).
+        #[arg(long, default_value_t = 0)]
+        lead_in_frames: u32,
         #[command(flatten)]
         presentation: liveness::PresentationArgs,
     },
@@ -204,10 +207,14 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::MakeVideo {
             out,
             seconds,
+            lead_in_frames,
             presentation,
         } => match presentation.kind {
+            Some(_) if *lead_in_frames > 0 => Err(Error::Config(vec![
+                "make-video: --lead-in-frames is for the demo video, not a --presentation".into(),
+            ])),
             Some(kind) => liveness::make_presentation(&cfg, out, *seconds, kind, presentation, cli.json),
-            None => make_video(&cfg, out, *seconds, cli.json),
+            None => make_video(&cfg, out, *seconds, *lead_in_frames, cli.json),
         },
         Command::Enroll(args) => gallery::enroll(&cfg, args, cli.json),
         Command::Identify(args) => gallery::identify(&cfg, args, cli.json),
@@ -290,13 +297,14 @@ fn watch(cfg: &Config, command: &Command, json_out: bool) -> Result<(), Error> {
     runtime()?.block_on(crate::events::watch(&cfg.mqtt, &opts))
 }
 
-fn make_video(cfg: &Config, out: &Path, seconds: u32, json_out: bool) -> Result<(), Error> {
+fn make_video(cfg: &Config, out: &Path, seconds: u32, lead_in_frames: u32, json_out: bool) -> Result<(), Error> {
     crate::video::init().map_err(|e| Error::Config(vec![format!("GStreamer: {e}")]))?;
     let samples: Vec<PathBuf> = (1..=6)
         .map(|i| cfg.models.resolve(Path::new(&format!("samples/sample{i}.jpg"))))
         .collect();
     let opts = crate::video::synth::DemoVideoOptions {
         seconds,
+        lead_in_frames,
         ..Default::default()
     };
     let info = crate::video::synth::make_demo_video(&samples, out, &opts).map_err(|reason| Error::Input {

@@ -26,6 +26,9 @@ pub struct DemoVideoOptions {
     pub segment_frames: u32,
     /// Black frames between segments.
     pub gap_frames: u32,
+    /// Black frames before the first segment: copies of the video that start at different
+    /// moments, so that cameras do not all see a new face in the same frame.
+    pub lead_in_frames: u32,
     /// Number of segments, cycling through the photos; 0 = one per photo.
     pub segments: usize,
     /// Approximate length in seconds; when above 0 it decides the number of segments
@@ -49,6 +52,7 @@ impl Default for DemoVideoOptions {
             fps: 25,
             segment_frames: 60,
             gap_frames: 10,
+            lead_in_frames: 0,
             segments: 0,
             seconds: 0,
             zoom: (0.45, 1.3),
@@ -180,7 +184,7 @@ fn segment_count(photos: usize, opts: &DemoVideoOptions) -> usize {
 fn plan(samples: &[PathBuf], opts: &DemoVideoOptions) -> Vec<DemoSegment> {
     let count = segment_count(samples.len(), opts);
     let width_factor = opts.width as f32 / 1280.0;
-    let mut next = 0u64;
+    let mut next = opts.lead_in_frames as u64;
     (0..count)
         .map(|i| {
             let first = next;
@@ -454,6 +458,15 @@ mod tests {
         assert_eq!(plan[2].sample, PathBuf::from("s1.jpg"));
         assert_eq!(plan[0].scale, (0.45, 1.3));
         assert_eq!(plan[1].scale, (1.3, 0.45));
+        let late = super::plan(
+            &samples,
+            &DemoVideoOptions {
+                lead_in_frames: 7,
+                ..opts
+            },
+        );
+        let frames: Vec<(u64, u64)> = late.iter().map(|s| (s.first_frame, s.last_frame)).collect();
+        assert_eq!(frames, [(7, 16), (22, 31), (37, 46)], "the same plan, 7 frames later");
     }
 
     #[test]
