@@ -6,7 +6,6 @@ use super::stages::{Observed, Tracked, Trackers, decide_track};
 use crate::telemetry::events::FrameFailed;
 use crate::telemetry::{InternalEvent, Telemetry};
 use crate::track::TrackDecision;
-use crate::vision::geometry::Detection;
 use crate::vision::liveness::cnn::PassiveCnn;
 use crate::vision::liveness::pulse::skin_rgb;
 
@@ -21,12 +20,13 @@ pub(crate) struct LivenessWork {
 
 /// Adds this batch's evidence to every tracked face's liveness. The CNN reads the faces
 /// that are embedded now (a new track, a better face, every few frames) and those whose
-/// track still lacks the readings the cue needs.
+/// track still lacks the readings the cue needs, those of every frame of the batch in one
+/// call per network.
 pub(crate) fn observe(
     trackers: &mut Trackers,
     batch: &[Observed],
     tracked: &Tracked,
-    mut cnn: Option<&mut PassiveCnn>,
+    cnn: Option<&mut PassiveCnn>,
     telemetry: &Telemetry,
 ) -> LivenessWork {
     let mut work = LivenessWork::default();
@@ -34,50 +34,76 @@ pub(crate) fn observe(
         return work;
     }
     let min_readings = trackers.liveness().cnn.min_readings;
-    for (fi, observed) in batch.iter().enumerate() {
+    // (frame index, track id, box) of every face the CNN reads.
+    let mut for_cnn: Vec<(usize, u64, [f32; 4])> = Vec::new();
+    for &(fi, face, track_id) in &tracked.assigned {
+        let observed = &batch[fi];
         let Some(faces) = &observed.faces else { continue };
-        let frame = &observed.frame;
-        let tracker = trackers.camera(&frame.camera);
-        let mut for_cnn: Vec<(u64, Detection)> = Vec::new();
-        for &(_, face, track_id) in tracked.assigned.iter().filter(|(f, _, _)| *f == fi) {
-            let detection = &faces[face].detection;
-            let embedded = tracked.to_embed.iter().any(|r| r.frame == fi && r.track_id == track_id);
-            let Some(evidence) = tracker
-                .track_mut(track_id)
-                .and_then(|t| t.evidence_mut().liveness.as_mut())
-            else {
-                continue;
-            };
-            evidence.add_frame(frame.pts_ms, skin_rgb(&frame.image, detection), detection);
-            work.faces += 1;
-            work.new_tracks += usize::from(evidence.frames() == 1);
-            if embedded || evidence.cnn_readings() < min_readings {
-                for_cnn.push((track_id, detection.clone()));
-            }
-        }
-        let (Some(cnn), false) = (cnn.as_deref_mut(), for_cnn.is_empty()) else {
+        let detection = &faces[face].detection;
+        let embedded = tracked.to_embed.iter().any(|r| r.frame == fi && r.track_id == track_id);
+        let Some(evidence) = liveness_of(trackers, observed, track_id) else {
             continue;
         };
-        let detections: Vec<Detection> = for_cnn.iter().map(|(_, d)| d.clone()).collect();
-        match cnn.score(&frame.image, &detections) {
-            Ok(scores) => {
-                for ((track_id, _), real) in for_cnn.iter().zip(scores) {
-                    if let Some(l) = tracker
-                        .track_mut(*track_id)
-                        .and_then(|t| t.evidence_mut().liveness.as_mut())
-                    {
-                        l.add_cnn(real);
-                    }
-                }
-            }
-            Err(e) => FrameFailed {
-                camera: &frame.camera,
-                error: &e,
-            }
-            .emit(telemetry),
+        let frame = &observed.frame;
+        evidence.add_frame(frame.pts_ms, skin_rgb(&frame.image, detection), detection);
+        work.faces += 1;
+        work.new_tracks += usize::from(evidence.frames() == 1);
+        if embedded || evidence.cnn_readings() < min_readings {
+            for_cnn.push((fi, track_id, detection.bbox));
         }
     }
+    if let (Some(cnn), false) = (cnn, for_cnn.is_empty()) {
+        read_cnn(trackers, batch, &for_cnn, cnn, telemetry);
+    }
     work
+}
+
+/// The liveness evidence of a track of the camera of `observed`, when it has one.
+fn liveness_of<'t>(
+    trackers: &'t mut Trackers,
+    observed: &Observed,
+    track_id: u64,
+) -> Option<&'t mut crate::vision::liveness::LivenessEvidence> {
+    trackers
+        .camera(&observed.frame.camera)
+        .track_mut(track_id)
+        .and_then(|t| t.evidence_mut().liveness.as_mut())
+}
+
+/// One CNN reading of each face of `faces`, added to its track; a failed call is counted
+/// against every frame it covered.
+fn read_cnn(
+    trackers: &mut Trackers,
+    batch: &[Observed],
+    faces: &[(usize, u64, [f32; 4])],
+    cnn: &mut PassiveCnn,
+    telemetry: &Telemetry,
+) {
+    let inputs: Vec<(&image::RgbImage, [f32; 4])> = faces
+        .iter()
+        .map(|&(fi, _, bbox)| (batch[fi].frame.image.as_ref(), bbox))
+        .collect();
+    match cnn.score_faces(&inputs) {
+        Ok(scores) => {
+            for (&(fi, track_id, _), real) in faces.iter().zip(scores) {
+                if let Some(evidence) = liveness_of(trackers, &batch[fi], track_id) {
+                    evidence.add_cnn(real);
+                }
+            }
+        }
+        Err(e) => {
+            let mut frames: Vec<usize> = faces.iter().map(|&(fi, _, _)| fi).collect();
+            frames.sort_unstable();
+            frames.dedup();
+            for fi in frames {
+                FrameFailed {
+                    camera: &batch[fi].frame.camera,
+                    error: &e,
+                }
+                .emit(telemetry);
+            }
+        }
+    }
 }
 
 /// Decides again every track of the batch whose liveness verdict changed since its last

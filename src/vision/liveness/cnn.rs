@@ -162,14 +162,15 @@ impl Net {
         })
     }
 
-    /// Adds this network's "real" probability of each face to `sums`.
-    fn accumulate(&mut self, image: &RgbImage, faces: &[Detection], sums: &mut [f32]) -> Result<(), Error> {
+    /// Adds this network's "real" probability of each face (an image and a box in its
+    /// pixels) to `sums`.
+    fn accumulate(&mut self, faces: &[(&RgbImage, [f32; 4])], sums: &mut [f32]) -> Result<(), Error> {
         let fail = |reason: String| Error::Inference { model: MODEL, reason };
         let ort_fail = |e: ort::Error| fail(e.to_string());
         for (chunk, out) in faces.chunks(MAX_BATCH).zip(sums.chunks_mut(MAX_BATCH)) {
             let crops = chunk
                 .iter()
-                .map(|f| face_crop(image, f.bbox, self.scale))
+                .map(|(image, bbox)| face_crop(image, *bbox, self.scale))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(fail)?;
             let tensor = cnn_input(&crops).map_err(fail)?;
@@ -228,12 +229,19 @@ impl PassiveCnn {
     /// live face rather than a photo or a screen, in order: the mean of the two networks'
     /// softmax "real" outputs. Faces go through each network in batches.
     pub fn score(&mut self, image: &RgbImage, faces: &[Detection]) -> Result<Vec<f32>, Error> {
+        let faces: Vec<(&RgbImage, [f32; 4])> = faces.iter().map(|f| (image, f.bbox)).collect();
+        self.score_faces(&faces)
+    }
+
+    /// As [`PassiveCnn::score`], for faces of several images (frames of several cameras)
+    /// that share each network's calls.
+    pub fn score_faces(&mut self, faces: &[(&RgbImage, [f32; 4])]) -> Result<Vec<f32>, Error> {
         let mut sums = vec![0.0f32; faces.len()];
         if faces.is_empty() {
             return Ok(sums);
         }
         for net in &mut self.nets {
-            net.accumulate(image, faces, &mut sums)?;
+            net.accumulate(faces, &mut sums)?;
         }
         let n = self.nets.len() as f32;
         Ok(sums.into_iter().map(|s| s / n).collect())
