@@ -1,7 +1,7 @@
 //! Face alignment: a least-squares similarity transform from the five detected landmarks
 //! to SFace's 112×112 template, and a bilinear warp from the full-resolution image.
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 /// Side of the aligned crop that SFace expects.
 pub const CROP_SIZE: u32 = 112;
@@ -83,26 +83,40 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
 pub fn warp_affine(src: &RgbImage, m: &Affine, width: u32, height: u32) -> Option<RgbImage> {
     let inv = m.inverse()?;
     let (sw, sh) = (src.width() as i64, src.height() as i64);
+    let raw = src.as_raw();
     let px = |x: i64, y: i64| -> [f64; 3] {
         if x < 0 || y < 0 || x >= sw || y >= sh {
             [0.0; 3]
         } else {
-            src.get_pixel(x as u32, y as u32).0.map(f64::from)
+            let at = ((y * sw + x) * 3) as usize;
+            [raw[at] as f64, raw[at + 1] as f64, raw[at + 2] as f64]
         }
     };
-    Some(RgbImage::from_fn(width, height, |x, y| {
-        let (sx, sy) = inv.apply(x as f64, y as f64);
-        let (x0, y0) = (sx.floor(), sy.floor());
-        let (fx, fy) = (sx - x0, sy - y0);
-        let (x0, y0) = (x0 as i64, y0 as i64);
-        let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
-        Rgb(std::array::from_fn(|c| {
-            let top = p00[c] * (1.0 - fx) + p10[c] * fx;
-            let bottom = p01[c] * (1.0 - fx) + p11[c] * fx;
-            // Non-negative: half up is rounding; `as` saturates (no libm round on baseline x86-64).
-            (top * (1.0 - fy) + bottom * fy + 0.5) as u8
-        }))
-    }))
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let (sx, sy) = inv.apply(x as f64, y as f64);
+            let (x0, y0) = (floor_to_int(sx), floor_to_int(sy));
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            let (x1, y1) = (x0.saturating_add(1), y0.saturating_add(1));
+            let (p00, p10, p01, p11) = (px(x0, y0), px(x1, y0), px(x0, y1), px(x1, y1));
+            for c in 0..3 {
+                let top = p00[c] * (1.0 - fx) + p10[c] * fx;
+                let bottom = p01[c] * (1.0 - fx) + p11[c] * fx;
+                // Non-negative: half up is rounding; `as` saturates.
+                out.push((top * (1.0 - fy) + bottom * fy + 0.5) as u8);
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, out)
+}
+
+/// `v.floor()` as an integer without the call to libm's `floor` (baseline x86-64 has no
+/// rounding instruction); saturates far outside any image, where every pixel is black.
+#[inline]
+fn floor_to_int(v: f64) -> i64 {
+    let t = v as i64;
+    if (t as f64) > v { t - 1 } else { t }
 }
 
 /// The 112×112 crop SFace expects, from the five landmarks in `img`'s own coordinates.
@@ -114,6 +128,7 @@ pub fn align_face(img: &RgbImage, landmarks: &[[f32; 2]; 5]) -> Option<RgbImage>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     fn rotate_scale_shift(p: [f32; 2], angle: f64, scale: f64, t: (f64, f64)) -> [f32; 2] {
         let (c, s) = (angle.cos() * scale, angle.sin() * scale);
