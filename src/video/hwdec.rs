@@ -3,8 +3,8 @@
 //! decoder by rank; these are ranked below the software decoders in some GStreamer
 //! releases, so when the models run on CUDA the daemon raises them above, and every camera
 //! pipeline then decodes on the GPU — at 100 cameras a box's CPU cannot decode them all.
-//! The frames still come to system memory (videoconvert to RGB): the networks' input
-//! tensors are host buffers either way.
+//! The frames still come to system memory (and become RGB only when a consumer admits
+//! them, `pipeline.rs`): the networks' input tensors are host buffers either way.
 
 use serde::{Deserialize, Serialize};
 
