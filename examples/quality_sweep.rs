@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use facegate::engine::{AlignedFace, FaceEngine, ModelsConfig};
 use facegate::inference::{Device, InferenceConfig};
 use facegate::vision::detector::DetectorConfig;
-use facegate::vision::resize::resize_area;
 use facegate::vision::geometry::{Detection, iou};
 use facegate::vision::image_io::{ImageLimits, load_image};
 use facegate::vision::quality::sharpness;
+use facegate::vision::resize::resize_area;
 use facegate::vision::similarity::cosine;
 use image::RgbImage;
 

@@ -722,7 +722,13 @@ mod tests {
         let r = refine_region(&[590.0, 300.0, 100.0, 120.0], 1280, 720, 64.0).unwrap();
         assert_eq!((r.x, r.y, r.width, r.height), (490, 210, 300, 300));
         assert!((r.scale - 0.64).abs() < 1e-6);
-        assert_eq!(refine_input(64.0), InputSize { width: 192, height: 192 });
+        assert_eq!(
+            refine_input(64.0),
+            InputSize {
+                width: 192,
+                height: 192
+            }
+        );
         // Near the top-left corner the square is cut at the image's edges.
         let r = refine_region(&[10.0, 5.0, 200.0, 240.0], 1280, 720, 64.0).unwrap();
         assert_eq!((r.x, r.y, r.width, r.height), (0, 0, 410, 425));

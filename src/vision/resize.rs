@@ -68,7 +68,10 @@ pub fn round_to_u8(v: f32) -> u8 {
 /// on the refinement and liveness crops of every detected frame).
 pub fn crop(img: &RgbImage, x: u32, y: u32, width: u32, height: u32) -> RgbImage {
     let (x, y) = (x.min(img.width()), y.min(img.height()));
-    let (w, h) = (width.min(img.width() - x) as usize, height.min(img.height() - y) as usize);
+    let (w, h) = (
+        width.min(img.width() - x) as usize,
+        height.min(img.height() - y) as usize,
+    );
     let (sw, x, y) = (img.width() as usize, x as usize, y as usize);
     let src = img.as_raw();
     let mut pixels = Vec::with_capacity(w * h * 3);
