@@ -121,37 +121,23 @@ fn shrink_by_whole_factors(img: &RgbImage, kx: usize, ky: usize) -> RgbImage {
             }
         }
         match kx {
-            2 => means_of_blocks::<2>(&column_sums, out, &mean_of_sum),
-            3 => means_of_blocks::<3>(&column_sums, out, &mean_of_sum),
-            _ => means_of_blocks_of(kx, &column_sums, out, &mean_of_sum),
+            2 => means_of_blocks(2, &column_sums, out, &mean_of_sum),
+            3 => means_of_blocks(3, &column_sums, out, &mean_of_sum),
+            _ => means_of_blocks(kx, &column_sums, out, &mean_of_sum),
         }
     }
     RgbImage::from_raw(w as u32, h as u32, dst).expect("buffer sized for the image")
 }
 
-/// One destination row from its column sums: each pixel sums `KX` neighbouring columns
-/// (a constant, so that the common factors 2 and 3 unroll).
-fn means_of_blocks<const KX: usize>(column_sums: &[u16], out: &mut [u8], mean_of_sum: &[u8]) {
-    for (px, block) in out.chunks_exact_mut(3).zip(column_sums.chunks_exact(3 * KX)) {
-        let mut acc = [0usize; 3];
-        for k in 0..KX {
-            for c in 0..3 {
-                acc[c] += usize::from(block[3 * k + c]);
-            }
-        }
-        for c in 0..3 {
-            px[c] = mean_of_sum[acc[c]];
-        }
-    }
-}
-
-/// As [`means_of_blocks`] for any factor.
-fn means_of_blocks_of(kx: usize, column_sums: &[u16], out: &mut [u8], mean_of_sum: &[u8]) {
+/// One destination row from its column sums: each pixel sums `kx` neighbouring columns.
+/// Always inlined, so that the calls with the common factors 2 and 3 unroll.
+#[inline(always)]
+fn means_of_blocks(kx: usize, column_sums: &[u16], out: &mut [u8], mean_of_sum: &[u8]) {
     for (px, block) in out.chunks_exact_mut(3).zip(column_sums.chunks_exact(3 * kx)) {
         let mut acc = [0usize; 3];
-        for p in block.chunks_exact(3) {
+        for k in 0..kx {
             for c in 0..3 {
-                acc[c] += usize::from(p[c]);
+                acc[c] += usize::from(block[3 * k + c]);
             }
         }
         for c in 0..3 {
