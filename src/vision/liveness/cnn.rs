@@ -201,7 +201,8 @@ pub struct PassiveCnn {
 
 impl PassiveCnn {
     /// Finds `models.antispoof_v2` and `models.antispoof_v1se` as the engine finds its
-    /// models, and opens them on `runtime` (see also `FaceEngine::passive_cnn`).
+    /// models, and opens them on `runtime` in FP32 whatever `inference.precision` says:
+    /// the decision thresholds were set on FP32 scores (see also `FaceEngine::passive_cnn`).
     pub fn load(models: &ModelsConfig, runtime: &Runtime) -> Result<PassiveCnn, Error> {
         let locate = |field: &str, configured: &PathBuf| {
             models.locate(field).map_err(|reason| Error::Model {
@@ -212,8 +213,8 @@ impl PassiveCnn {
         let v2 = locate("antispoof_v2", &models.antispoof_v2)?;
         let v1se = locate("antispoof_v1se", &models.antispoof_v1se)?;
         PassiveCnn::new(
-            (runtime.session(&v2)?, v2.as_path()),
-            (runtime.session(&v1se)?, v1se.as_path()),
+            (runtime.fp32_session(&v2)?, v2.as_path()),
+            (runtime.fp32_session(&v1se)?, v1se.as_path()),
         )
     }
 
