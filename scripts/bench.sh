@@ -3,8 +3,9 @@
 # facegate (ONNX Runtime) on each device asked for, and the OpenCV peer on the same
 # prepared models and the six sample photos, side by side, at 1 and 2 threads. Prints a
 # Markdown table. After a release build:
-#   scripts/bench.sh [--device cpu,openvino] [--no-peer]
-# --device: comma-separated devices for facegate (cpu, openvino, cuda; default cpu);
+#   scripts/bench.sh [--device cpu,openvino,openvino:bf16] [--no-peer]
+# --device: comma-separated devices for facegate (cpu, openvino, cuda; default cpu), each
+# with an optional :precision (inference.precision, fp32 unless given);
 # --no-peer: facegate only. ITERATIONS (default 20) sets the timed repetitions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +29,11 @@ if [ "$peer" = yes ]; then
 else
   py=python3
 fi
-label() { # device
+label() { # device[:precision]
   case "$1" in
     cpu) echo "facegate (ONNX Runtime 1.32, CPU provider)" ;;
     openvino) echo "facegate (ONNX Runtime 1.24.1, OpenVINO provider)" ;;
+    openvino:*) echo "facegate (ONNX Runtime 1.24.1, OpenVINO provider, ${1#openvino:})" ;;
     *) echo "facegate ($1)" ;;
   esac
 }
@@ -47,7 +49,10 @@ echo "| implementation | threads | detector ms/frame | detector model alone ms/f
 echo "|---|---|---|---|---|---|"
 for t in 1 2; do
   for d in "${device_list[@]}"; do
-    ours=$(FACEGATE__INFERENCE__INTRA_THREADS=$t target/release/facegate --device "$d" --json bench --iterations "$iterations" "${images[@]}")
+    precision=fp32
+    [[ "$d" == *:* ]] && precision=${d#*:}
+    ours=$(FACEGATE__INFERENCE__INTRA_THREADS=$t FACEGATE__INFERENCE__PRECISION=$precision \
+      target/release/facegate --device "${d%%:*}" --json bench --iterations "$iterations" "${images[@]}")
     row "$(label "$d")" "$ours"
   done
   if [ "$peer" = yes ]; then

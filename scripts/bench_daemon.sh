@@ -9,6 +9,9 @@
 #                 where frame-to-publish latency has no replay queue in it;
 #   liveness      the default mode with liveness.mode = report and = enforce: the cost of
 #                 the liveness stage per detected frame and per track.
+#   bf16          every frame and default again with inference.precision = bf16 (OpenVINO
+#                 on a CPU with AVX-512 BF16 or AMX; elsewhere the same as fp32, and the
+#                 log says so).
 # Replays use realtime = false (every frame decoded, as fast as it goes). Threads: 2.
 # DEVICE=cpu|openvino|auto (default auto) picks the execution provider.
 # Prints a Markdown table; raw reports go to $OUT (default: a temporary folder).
@@ -40,6 +43,7 @@ run_facegate() { # name detect_fps embed_every realtime [liveness mode]
   cat >"$out/$name.toml" <<TOML
 [inference]
 intra_threads = 2
+precision = "${PRECISION:-fp32}"
 [tracker]
 embed_every = $3
 [mqtt]
@@ -67,18 +71,21 @@ run_facegate default 10 10 false
 run_facegate live 10 10 true
 run_facegate report 10 10 false report
 run_facegate enforce 10 10 false enforce
+PRECISION=bf16 run_facegate every-bf16 0 1 false
+PRECISION=bf16 run_facegate default-bf16 10 10 false
 (cd tests/reference && "$py" peer_video.py --models ../../models/prepared --threads 2 \
   --enroll "../../$samples/sample1.jpg" "$out/door.mp4" 2>/dev/null) >"$out/peer.json"
 
 "$py" - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
-r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in ("every", "default", "live", "report", "enforce", "peer")}
+r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in ("every", "default", "live", "report", "enforce", "every-bf16", "default-bf16", "peer")}
 peer = r["peer"]
 video = peer["frames"]  # the peer decodes every frame of the video
 print("| pipeline | video frames/s | vs peer | frames detected | faces | embeddings | events | processing p50 / p99 ms | frame→publish p50 / p99 ms |")
 print("|---|---|---|---|---|---|---|---|---|")
-for name, label in (("every", "facegate, every frame"), ("default", "facegate, default"), ("live", "facegate, default, paced like a camera")):
+for name, label in (("every", "facegate, every frame"), ("default", "facegate, default"), ("live", "facegate, default, paced like a camera"),
+                    ("every-bf16", "facegate, every frame, bf16"), ("default-bf16", "facegate, default, bf16")):
     x = r[name]
     fps = video / x["wall_s"] if x["wall_s"] > 0 else 0.0
     rate = "real time" if name == "live" else f"{fps:.1f}"
