@@ -22,6 +22,7 @@
 #   SECONDS_OF_VIDEO=16    length of the demo video
 #   DEVICE=auto            passed as --device (auto, cpu, openvino, cuda)
 #   THREADS=2              inference.intra_threads, and the peer's --threads
+#   PRECISION=fp32         inference.precision (fp32, bf16)
 #   PEER=1                 0 skips the peer
 #   OUT=folder             default: a new temporary folder
 #   FACEGATE_BIN=target/release/facegate

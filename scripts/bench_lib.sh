@@ -67,6 +67,7 @@ write_config() { # NAME CAMERAS DETECT_FPS EMBED_EVERY PACING ENDING [LIVENESS_M
     cat <<TOML
 [inference]
 intra_threads = $threads
+precision = "${PRECISION:-fp32}"
 [tracker]
 embed_every = $4
 [mqtt]

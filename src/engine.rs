@@ -245,6 +245,13 @@ impl FaceEngine {
         })
     }
 
+    /// Runs the detector on black frames of `frame` size in batches of up to `max_frames`
+    /// and the embedder in every batch size it uses (see [`Detector::warm_up`]).
+    pub fn warm_up(&mut self, frame: (u32, u32), max_frames: usize) -> Result<(), Error> {
+        self.detector.warm_up(frame.0, frame.1, max_frames)?;
+        self.embedder.warm_up()
+    }
+
     /// The ONNX Runtime environment the engine's sessions run in, on its provider.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime

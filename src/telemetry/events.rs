@@ -121,6 +121,7 @@ impl InternalEvent for IdentityEventStored<'_> {
             person = self.person.unwrap_or("-"),
             similarity = %similarity,
             liveness = self.liveness.map_or("-", |v| v.as_str()),
+            frame_to_publish_ms = self.frame_to_publish_s.map(|s| (s * 1e3).round() as u64),
             "event"
         );
     }

@@ -436,6 +436,28 @@ impl Detector {
         Ok(())
     }
 
+    /// Runs the first pass on black `width`×`height` images, and the refinement pass on
+    /// black squares, once for each batch size up to `max_images`: the provider's work on
+    /// the first call of each input shape (OpenVINO's per-shape preparation, 8–15 ms a
+    /// shape on a 2-core Xeon) is then done before a camera's first frame waits on it.
+    pub fn warm_up(&mut self, width: u32, height: u32, max_images: usize) -> Result<(), Error> {
+        let frame = RgbImage::new(width, height);
+        let fit = Letterbox::fit(width, height, self.cfg.input_size);
+        let size = self.shape.input_for(fit);
+        let refine_size = self.shape.fixed.unwrap_or_else(|| refine_input(self.cfg.refine_to_px));
+        let side = refine_size.width.min(refine_size.height);
+        let square = RgbImage::new(side, side);
+        let square_fit = Letterbox::fit(side, side, side);
+        let largest = if self.shape.batches { max_images.max(1) } else { 1 };
+        for n in 1..=largest {
+            self.run_batch(&vec![(&frame, fit); n], size, Pass::First)?;
+            if self.cfg.refine_above_px > 0.0 {
+                self.run_batch(&vec![(&square, square_fit); n], refine_size, Pass::Refine)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The model's input for `img` at the first pass's scale, for [`Detector::run_model`].
     pub fn model_input(&self, img: &RgbImage) -> Result<Array4<f32>, Error> {
         let lb = Letterbox::fit(img.width(), img.height(), self.cfg.input_size);

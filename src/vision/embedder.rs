@@ -52,6 +52,16 @@ impl Embedder {
         })
     }
 
+    /// Embeds black crops once in each batch size up to `max_batch`, so that the first
+    /// faces do not wait on the provider's first call of each shape.
+    pub fn warm_up(&mut self) -> Result<(), Error> {
+        let black = RgbImage::new(CROP_SIZE, CROP_SIZE);
+        for n in 1..=self.max_batch {
+            self.embed(&vec![&black; n])?;
+        }
+        Ok(())
+    }
+
     /// One encoding per crop, in order; crops are sent in batches of at most `max_batch`.
     pub fn embed(&mut self, crops: &[&RgbImage]) -> Result<Vec<Embedding>, Error> {
         let fail = |e: ort::Error| Error::Inference {

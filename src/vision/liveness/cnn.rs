@@ -234,6 +234,17 @@ impl PassiveCnn {
         self.score_faces(&faces)
     }
 
+    /// Scores a face-sized box of a black image once in each batch size up to
+    /// `max_faces` (at most the networks' batch), so that the first faces do not wait on
+    /// the provider's first call of each shape.
+    pub fn warm_up(&mut self, max_faces: usize) -> Result<(), Error> {
+        let black = RgbImage::new(320, 320);
+        for n in 1..=max_faces.clamp(1, MAX_BATCH) {
+            self.score_faces(&vec![(&black, [120.0, 120.0, 80.0, 80.0]); n])?;
+        }
+        Ok(())
+    }
+
     /// As [`PassiveCnn::score`], for faces of several images (frames of several cameras)
     /// that share each network's calls.
     pub fn score_faces(&mut self, faces: &[(&RgbImage, [f32; 4])]) -> Result<Vec<f32>, Error> {
