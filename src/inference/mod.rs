@@ -616,10 +616,14 @@ mod tests {
         assert_eq!(Cpu::from_cpuinfo(""), Cpu::default());
         let amx = "vendor_id : GenuineIntel\nflags : avx2 avx512f amx_bf16 amx_tile\n";
         let zen4 = "vendor_id : AuthenticAMD\nflags : avx2 avx512f avx512_bf16\n";
-        for info in [amx, zen4] {
-            assert_eq!(Cpu::from_cpuinfo(info).bf16, cfg!(target_arch = "x86_64"), "{info}");
+        for with_bf16 in [amx, zen4] {
+            assert_eq!(
+                Cpu::from_cpuinfo(with_bf16).bf16,
+                cfg!(target_arch = "x86_64"),
+                "{with_bf16}"
+            );
         }
-        assert!(!Cpu::from_cpuinfo(info).bf16);
+        assert!(!Cpu::from_cpuinfo(info).bf16, "AVX2 alone is not bf16");
         if Path::new("/proc/cpuinfo").is_file() && cfg!(target_arch = "x86_64") {
             assert!(Cpu::this_machine().vendor.is_some_and(|v| !v.is_empty()));
         }
